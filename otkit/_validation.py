@@ -1,0 +1,134 @@
+"""Eager input checks shared by every public entry point.
+
+Each check runs in Python before tracing. Shapes and ranks are always checked; values
+(finiteness, signs, sums) only when the array is concrete, so that the same public function
+can be called inside a user's ``jax.jit`` without raising on tracers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def is_concrete(x: Any) -> bool:
+  """Whether ``x`` holds values that Python can inspect (not a tracer)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _values(x: Any) -> np.ndarray | None:
+  return np.asarray(x) if is_concrete(x) else None
+
+
+def as_float_array(name: str, x: Any, dtype=None) -> Array:
+  """Converts ``x`` to a floating JAX array, keeping its precision."""
+  if x is None:
+    raise ValueError(f"`{name}` is required, got None.")
+  try:
+    arr = jnp.asarray(x)
+  except TypeError as err:
+    raise ValueError(f"`{name}` must be an array of numbers, got {type(x).__name__}.") from err
+  if dtype is None:
+    dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else jnp.result_type(float)
+  if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
+    raise ValueError(f"`{name}` must hold numbers, got dtype {arr.dtype}.")
+  return arr.astype(dtype)
+
+
+def check_finite(name: str, x: Array) -> None:
+  values = _values(x)
+  if values is not None and not np.all(np.isfinite(values)):
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    raise ValueError(f"`{name}` contains {bad} NaN or infinite value(s); all entries must be finite.")
+
+
+def check_points(name: str, x: Any, dtype=None) -> Array:
+  """Validates a point cloud of shape ``(n, d)`` with ``n, d >= 1`` and finite entries."""
+  arr = as_float_array(name, x, dtype)
+  if arr.ndim == 1:
+    raise ValueError(f"`{name}` must have shape (n, d); got a 1-D array of shape {arr.shape}. "
+                     f"Use `{name}[:, None]` for points on a line.")
+  if arr.ndim != 2:
+    raise ValueError(f"`{name}` must have shape (n, d); got shape {arr.shape}.")
+  if arr.shape[0] == 0 or arr.shape[1] == 0:
+    raise ValueError(f"`{name}` is empty (shape {arr.shape}); it needs at least one point and one dimension.")
+  check_finite(name, arr)
+  return arr
+
+
+def check_weights(name: str, w: Any, n: int, dtype) -> Array:
+  """Validates a weight vector of shape ``(n,)``; ``None`` means uniform ``1/n``."""
+  if w is None:
+    return jnp.full((n,), 1.0 / n, dtype=dtype)
+  arr = as_float_array(name, w, dtype)
+  if arr.shape != (n,):
+    raise ValueError(f"`{name}` must have shape ({n},) to match the points; got shape {arr.shape}.")
+  check_finite(name, arr)
+  values = _values(arr)
+  if values is not None:
+    if np.any(values < 0):
+      raise ValueError(f"`{name}` has negative entries (min {values.min():.3g}); weights must be >= 0.")
+    if values.sum() <= 0:
+      raise ValueError(f"`{name}` sums to {values.sum():.3g}; weights need a positive total mass.")
+  return arr
+
+
+def check_positive(name: str, value: Any, dtype) -> Array:
+  """Validates a positive scalar such as ``epsilon`` (checked when concrete)."""
+  arr = as_float_array(name, value, dtype)
+  if arr.ndim != 0:
+    raise ValueError(f"`{name}` must be a scalar; got shape {arr.shape}. Use `jax.vmap` to batch it.")
+  values = _values(arr)
+  if values is not None and not (np.isfinite(values) and values > 0):
+    raise ValueError(f"`{name}` must be a finite number > 0; got {float(values)!r}.")
+  return arr
+
+
+def check_tau(name: str, tau: Any, dtype) -> Array:
+  """Validates a marginal relaxation ``tau`` in ``(0, 1]`` (1 = balanced)."""
+  arr = as_float_array(name, tau, dtype)
+  if arr.ndim != 0:
+    raise ValueError(f"`{name}` must be a scalar in (0, 1]; got shape {arr.shape}.")
+  values = _values(arr)
+  if values is not None and not (0.0 < values <= 1.0):
+    raise ValueError(f"`{name}` must lie in (0, 1] (1 = balanced marginal); got {float(values)!r}.")
+  return arr
+
+
+def check_equal_mass(a: Array, b: Array, tau_a: Array, tau_b: Array) -> None:
+  """Balanced OT (both taus equal to 1) needs ``sum(a) == sum(b)``."""
+  values = [_values(v) for v in (a, b, tau_a, tau_b)]
+  if any(v is None for v in values):
+    return
+  va, vb, ta, tb = values
+  if ta == 1.0 and tb == 1.0:
+    ma, mb = float(va.sum()), float(vb.sum())
+    tol = 1e-5 if va.dtype == np.float32 or vb.dtype == np.float32 else 1e-10
+    if abs(ma - mb) > tol * max(ma, mb):
+      raise ValueError(
+          f"`a` and `b` have different total mass ({ma:.6g} vs {mb:.6g}); balanced OT "
+          "(tau_a = tau_b = 1) needs equal mass. Normalise the weights or pass tau_a/tau_b < 1.")
+
+
+def check_static_int(name: str, value: Any, minimum: int = 1) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+  return int(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+  if value not in choices:
+    raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")
+  return value
+
+
+def common_dtype(*arrays: Any):
+  """The floating dtype of the inputs (float32 unless one of them is float64)."""
+  dtypes = [jnp.asarray(x).dtype for x in arrays if x is not None]
+  dtype = jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
+  return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)

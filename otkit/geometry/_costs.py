@@ -1,0 +1,149 @@
+"""Ground costs ``c(x, y)`` between points.
+
+A cost is a small frozen dataclass registered as a pytree: its numeric parameters are traced
+arrays (so ``grad``/``vmap`` over them work), its options are static. Every cost evaluates one
+pair, ``cost(x, y)`` for ``x, y`` of shape ``(d,)``, and a block, ``cost.pairwise(X, Y)`` for
+``X`` of shape ``(n, d)`` and ``Y`` of shape ``(m, d)``, returning ``(n, m)``.
+
+Convention: :class:`SqEuclidean` is ``‖x − y‖²`` (no ½), as in POT and ott-jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _pairwise_by_vmap(cost, x: Array, y: Array) -> Array:
+  return jax.vmap(lambda xi: jax.vmap(lambda yj: cost(xi, yj))(y))(x)
+
+
+def _safe_sqrt(z: Array) -> Array:
+  """``sqrt(z)`` for ``z >= 0`` with a zero (not NaN) gradient at ``z = 0``."""
+  positive = z > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, z, 1.0)), 0.0)
+
+
+def _sq_distances(x: Array, y: Array) -> Array:
+  """``‖x_i − y_j‖²`` through one matrix product (fast; clamped at 0 against round-off)."""
+  cross = jnp.matmul(x, y.T, precision=_HIGHEST)
+  sq = jnp.sum(x * x, axis=-1)[:, None] + jnp.sum(y * y, axis=-1)[None, :] - 2.0 * cross
+  return jnp.maximum(sq, 0.0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SqEuclidean:
+  """Squared Euclidean cost ``c(x, y) = ‖x − y‖²`` (no ½ factor)."""
+
+  symmetric = True
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    return jnp.sum((x - y) ** 2)
+
+  def pairwise(self, x: Array, y: Array) -> Array:
+    return _sq_distances(x, y)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Euclidean:
+  """Euclidean cost ``c(x, y) = ‖x − y‖`` (gradient set to 0 where ``x = y``)."""
+
+  symmetric = True
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    return _safe_sqrt(jnp.sum((x - y) ** 2))
+
+  def pairwise(self, x: Array, y: Array) -> Array:
+    return _safe_sqrt(_sq_distances(x, y))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Cosine:
+  """Cosine cost ``c(x, y) = 1 − ⟨x, y⟩ / (‖x‖ ‖y‖)``, in ``[0, 2]``."""
+
+  symmetric = True
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    return self.pairwise(x[None], y[None])[0, 0]
+
+  def pairwise(self, x: Array, y: Array) -> Array:
+    tiny = jnp.finfo(x.dtype).tiny
+    xn = x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), tiny))
+    yn = y / jnp.sqrt(jnp.maximum(jnp.sum(y * y, -1, keepdims=True), tiny))
+    return 1.0 - jnp.matmul(xn, yn.T, precision=_HIGHEST)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PNorm:
+  """``c(x, y) = ‖x − y‖_p^power`` with ``p >= 1`` and ``power > 0`` (both traced).
+
+  Example:
+    >>> import jax.numpy as jnp, otkit
+    >>> cost = otkit.PNorm(p=1.0, power=1.0)   # Manhattan distance
+    >>> float(cost(jnp.zeros(2), jnp.ones(2)))
+    2.0
+  """
+
+  p: Array | float = 2.0
+  power: Array | float = 1.0
+
+  symmetric = True
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    z = jnp.abs(x - y)
+    zmax = jnp.max(z)
+    safe = jnp.where(zmax > 0, zmax, 1.0)
+    norm = safe * jnp.sum((z / safe) ** self.p) ** (1.0 / self.p)
+    return jnp.where(zmax > 0, norm, 0.0) ** self.power
+
+  def pairwise(self, x: Array, y: Array) -> Array:
+    return _pairwise_by_vmap(self, x, y)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CustomCost:
+  """Wraps any callable ``fn(x_i, y_j) -> scalar`` as a cost (static: hashed by identity)."""
+
+  fn: Callable[[Array, Array], Array] = dataclasses.field(metadata=dict(static=True))
+  swap: bool = dataclasses.field(default=False, metadata=dict(static=True))
+
+  symmetric = False
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    return self.fn(y, x) if self.swap else self.fn(x, y)
+
+  def pairwise(self, x: Array, y: Array) -> Array:
+    return _pairwise_by_vmap(self, x, y)
+
+
+def is_cost(cost_fn) -> bool:
+  return hasattr(cost_fn, "pairwise") and hasattr(cost_fn, "symmetric")
+
+
+def as_cost(cost_fn) -> object:
+  """Returns a cost object: built-in costs unchanged, plain callables wrapped."""
+  if cost_fn is None:
+    return SqEuclidean()
+  if is_cost(cost_fn):
+    return cost_fn
+  if callable(cost_fn):
+    return CustomCost(cost_fn)
+  return cost_fn  # a pytree spec being rebuilt by JAX (e.g. vmap axes); checked at entry points
+
+
+def transposed_cost(cost) -> object:
+  """The cost with its arguments swapped, ``(x, y) -> c(y, x)``."""
+  if cost.symmetric:
+    return cost
+  return dataclasses.replace(cost, swap=not cost.swap)

@@ -1,0 +1,175 @@
+"""Geometries: where the cost between two measures comes from.
+
+Two final dataclasses share one small protocol (``shape``, ``row_data``, ``block_cost``,
+``transpose``, ``block_rows``), which is all the reductions in :mod:`._reductions` need:
+
+* :class:`PointCloud` computes costs from points on the fly, one block of rows at a time, and
+  never holds the n×m matrix ("online" geometry): memory is O((n + m)·d + block·m).
+* :class:`CostMatrix` wraps a dense, user-given ``(n, m)`` cost matrix.
+
+Epsilon is deliberately *not* part of a geometry: it is an argument of the solvers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from otkit import _validation as V
+from otkit.geometry import _costs
+
+Array = jax.Array
+
+# Elements of one cost block (rows × columns) that the online reductions hold at once.
+# About 8 MB of float32 on CPU (fits the last-level cache); larger blocks suit accelerators.
+_CPU_BLOCK_ELEMENTS = 1 << 21
+_ACCELERATOR_BLOCK_ELEMENTS = 1 << 26
+_SAME = object()  # default of PointCloud's `y`: the same points as `x`
+
+
+def _auto_block_rows(n: int, m: int, chunk_size: int | None) -> int:
+  if chunk_size is not None:
+    return max(1, min(int(chunk_size), n))
+  budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
+  return max(1, min(n, budget // max(m, 1)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PointCloud:
+  """Two point clouds and a ground cost, evaluated online (no n×m matrix is stored).
+
+  Args:
+    x: source points, shape ``(n, d)``.
+    y: target points, shape ``(m, d)``; defaults to ``x``.
+    cost_fn: an otkit cost (default :class:`SqEuclidean`, ``‖x − y‖²``) or any callable
+      ``c(x_i, y_j) -> scalar`` on points of shape ``(d,)``.
+    chunk_size: rows per block in the online reductions (static). ``None`` picks a block of
+      about 2²¹ cost entries on CPU (2²⁶ on accelerators); a problem smaller than that is one block.
+
+  Example:
+    >>> import jax.numpy as jnp, otkit
+    >>> geom = otkit.PointCloud(jnp.zeros((3, 2)), jnp.ones((4, 2)))
+    >>> geom.shape
+    (3, 4)
+    >>> float(geom.cost_matrix[0, 0])
+    2.0
+  """
+
+  x: Array
+  y: Array
+  cost_fn: Any = dataclasses.field(default_factory=_costs.SqEuclidean)
+  chunk_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+  def __init__(self, x, y=_SAME, cost_fn=None, chunk_size=None):
+    # Structural normalisation only: JAX calls this constructor when it rebuilds the pytree,
+    # so values are validated by `validate_geometry` at the public entry points instead.
+    object.__setattr__(self, "x", x)
+    object.__setattr__(self, "y", x if y is _SAME else y)
+    object.__setattr__(self, "cost_fn", _costs.as_cost(cost_fn))
+    object.__setattr__(self, "chunk_size", chunk_size)
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (self.x.shape[0], self.y.shape[0])
+
+  @property
+  def dtype(self):
+    return self.x.dtype
+
+  @property
+  def row_data(self) -> Array:
+    return self.x
+
+  @property
+  def block_rows(self) -> int:
+    return _auto_block_rows(*self.shape, self.chunk_size)
+
+  def block_cost(self, x_block: Array) -> Array:
+    """Costs of a block of source points against every target point, ``(B, m)``."""
+    return self.cost_fn.pairwise(x_block, self.y)
+
+  def transpose(self) -> "PointCloud":
+    return _replace(self, x=self.y, y=self.x, cost_fn=_costs.transposed_cost(self.cost_fn))
+
+  @property
+  def cost_matrix(self) -> Array:
+    """The dense ``(n, m)`` cost matrix (for small problems and inspection)."""
+    return self.cost_fn.pairwise(self.x, self.y)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CostMatrix:
+  """A dense, user-given cost matrix.
+
+  Args:
+    cost_matrix: shape ``(n, m)``, finite.
+    chunk_size: rows per block in the reductions (static); ``None`` picks it from the size.
+
+  Example:
+    >>> import jax.numpy as jnp, otkit
+    >>> geom = otkit.CostMatrix(jnp.array([[0.0, 1.0], [1.0, 0.0]]))
+    >>> geom.shape
+    (2, 2)
+  """
+
+  cost_matrix: Array
+  chunk_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return tuple(self.cost_matrix.shape)
+
+  @property
+  def dtype(self):
+    return self.cost_matrix.dtype
+
+  @property
+  def row_data(self) -> Array:
+    return self.cost_matrix
+
+  @property
+  def block_rows(self) -> int:
+    return _auto_block_rows(*self.shape, self.chunk_size)
+
+  def block_cost(self, rows: Array) -> Array:
+    return rows
+
+  def transpose(self) -> "CostMatrix":
+    return _replace(self, cost_matrix=self.cost_matrix.T)
+
+
+def validate_geometry(geom):
+  """Checks a geometry's arrays eagerly and returns it with a common floating dtype."""
+  if isinstance(geom, PointCloud):
+    x = V.check_points("x", geom.x)
+    y = V.check_points("y", geom.y)
+    if x.shape[1] != y.shape[1]:
+      raise ValueError(f"`x` and `y` must have the same dimension d; got x {x.shape} and y {y.shape}.")
+    dtype = V.common_dtype(x, y)
+    if not _costs.is_cost(geom.cost_fn):
+      raise ValueError(f"`cost_fn` must be an otkit cost or a callable c(x, y); got {geom.cost_fn!r}.")
+    if geom.chunk_size is not None:
+      V.check_static_int("chunk_size", geom.chunk_size)
+    return _replace(geom, x=x.astype(dtype), y=y.astype(dtype))
+  if isinstance(geom, CostMatrix):
+    c = V.as_float_array("cost_matrix", geom.cost_matrix)
+    if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] == 0:
+      raise ValueError(f"`cost_matrix` must be a non-empty 2-D array (n, m); got shape {c.shape}.")
+    V.check_finite("cost_matrix", c)
+    if geom.chunk_size is not None:
+      V.check_static_int("chunk_size", geom.chunk_size)
+    return _replace(geom, cost_matrix=c)
+  raise ValueError(f"`geom` must be an otkit.PointCloud or otkit.CostMatrix; got {type(geom).__name__}.")
+
+
+def _replace(geom, **changes):
+  """``dataclasses.replace`` without re-running the validating ``__init__``."""
+  new = object.__new__(type(geom))
+  for field in dataclasses.fields(geom):
+    object.__setattr__(new, field.name, changes.get(field.name, getattr(geom, field.name)))
+  return new

@@ -1,0 +1,7 @@
+"""Entropic OT solvers and what derives from their potentials."""
+
+from otkit.solvers._output import SinkhornOutput, check
+from otkit.solvers._plan import apply_plan, transport_cost, transport_plan
+from otkit.solvers._sinkhorn import sinkhorn
+
+__all__ = ["SinkhornOutput", "apply_plan", "check", "sinkhorn", "transport_cost", "transport_plan"]
