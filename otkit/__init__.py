@@ -1,16 +1,18 @@
 """otkit: JAX-native, differentiable optimal transport.
 
-The public API is flat: geometries (:class:`PointCloud`, :class:`CostMatrix`), costs, solvers
-(:func:`sinkhorn`), derived quantities (:func:`transport_plan`, :func:`apply_plan`,
-:func:`transport_cost`) and estimators (:func:`sinkhorn_divergence`).
+The public API is flat: geometries (:class:`PointCloud`, :class:`CostMatrix`) and costs,
+solvers (:func:`sinkhorn`), what derives from their potentials (:func:`transport_plan`,
+:func:`apply_plan`, :func:`transport_cost`), and the estimators (:func:`sinkhorn_divergence`, …).
+Each subpackage lists its public names in ``__all__``; they are re-exported here.
 """
 
-from otkit.geometry import CostMatrix, Cosine, CustomCost, Euclidean, PNorm, PointCloud, SqEuclidean
-from otkit.solvers import SinkhornOutput, apply_plan, check, sinkhorn, transport_cost, transport_plan
+from otkit import estimators as _estimators
+from otkit import geometry as _geometry
+from otkit import solvers as _solvers
+from otkit.estimators import *  # noqa: F401,F403
+from otkit.geometry import *  # noqa: F401,F403
+from otkit.solvers import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CostMatrix", "Cosine", "CustomCost", "Euclidean", "PNorm", "PointCloud", "SinkhornOutput",
-    "SqEuclidean", "apply_plan", "check", "sinkhorn", "transport_cost", "transport_plan",
-]
+__all__ = sorted([*_geometry.__all__, *_solvers.__all__, *_estimators.__all__])

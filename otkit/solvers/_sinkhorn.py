@@ -80,6 +80,22 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
+def symmetric_step(problem: _dual.Problem, schedule: Schedule, state: SinkhornState) -> SinkhornState:
+  """One averaged update ``f ← ½ (f + T(f))`` of a symmetric problem (``b = a``, ``C = Cᵀ``).
+
+  The potentials of OT(a, a) are equal, ``g = f``; averaging avoids the oscillation of the plain
+  fixed-point iteration. One row reduction per sweep.
+  """
+  eps, eps_next = schedule(state.it), schedule(state.it + 1)
+  f = 0.5 * (state.f - eps * state.lf)
+  lf = _half_step(problem.geom, _dual.safe_log(problem.a), f, eps_next)
+  error = row_error(problem, f, lf, eps_next)
+  ok = jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(lf))
+  new = SinkhornState(f, f, lf, error, state.it + 1, state.failed)
+  old = state._replace(failed=jnp.asarray(True))
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
 def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) -> Array:
   converged = schedule.at_target(state.it) & (state.error <= tol)
   return converged | (state.it >= max_iters) | state.failed
@@ -93,14 +109,18 @@ def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Arr
 
 
 def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, Array], tol: Array,
-                 *, max_iters: int, fixed_iters: int | None, differentiable: bool) -> SinkhornState:
+                 *, max_iters: int, fixed_iters: int | None, differentiable: bool,
+                 symmetric: bool = False) -> SinkhornState:
   """Iterates to the tolerance (``while_loop``), or a static number of sweeps (``scan``).
 
   ``differentiable=True`` uses a ``scan`` of ``max_iters`` steps that freezes after convergence,
-  so reverse-mode differentiation can unroll it.
+  so reverse-mode differentiation can unroll it. ``symmetric=True`` runs :func:`symmetric_step`.
   """
-  geom_t = problem.geom.transpose()  # once, outside the loop
-  step = functools.partial(sinkhorn_step, problem, geom_t, schedule)
+  if symmetric:
+    step = functools.partial(symmetric_step, problem, schedule)
+  else:
+    geom_t = problem.geom.transpose()  # once, outside the loop
+    step = functools.partial(sinkhorn_step, problem, geom_t, schedule)
   done = functools.partial(_done, schedule, tol, max_iters)
   state = initial_state(problem, schedule, *init)
   if fixed_iters is not None:
@@ -118,9 +138,10 @@ def _anneal_start(problem: _dual.Problem, anneal: bool) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "fixed_iters", "grad_mode", "anneal",
-                                             "cg_maxiter"))
-def _sinkhorn(problem: _dual.Problem, init, tol, decay, *, max_iters, fixed_iters, grad_mode,
-              anneal, cg_maxiter) -> SinkhornOutput:
+                                             "cg_maxiter", "symmetric"))
+def solve_problem(problem: _dual.Problem, init, tol, decay, *, max_iters, fixed_iters, grad_mode,
+                  anneal, cg_maxiter, symmetric=False) -> SinkhornOutput:
+  """The jitted solve behind :func:`sinkhorn` (inputs already validated)."""
   dtype = problem.a.dtype
   if init is None:
     init = (jnp.zeros(problem.geom.shape[0], dtype), jnp.zeros(problem.geom.shape[1], dtype))
@@ -129,7 +150,8 @@ def _sinkhorn(problem: _dual.Problem, init, tol, decay, *, max_iters, fixed_iter
     init, tol, decay = controls
     schedule = Schedule(problem.epsilon, _anneal_start(problem, anneal), decay)
     state = run_sinkhorn(problem, schedule, init, tol, max_iters=max_iters,
-                         fixed_iters=fixed_iters, differentiable=grad_mode == "unroll")
+                         fixed_iters=fixed_iters, differentiable=grad_mode == "unroll",
+                         symmetric=symmetric)
     f, g = _dual.fix_gauge(problem, state.f, state.g)
     converged = schedule.at_target(state.it) & (state.error <= tol) & ~state.failed
     return f, g, (converged, state.it, state.error)
@@ -220,19 +242,30 @@ def sinkhorn(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=1e-3, m
     (True, (64,))
   """
   problem = make_problem(geom, a, b, epsilon, tau_a, tau_b)
+  options = solver_options(problem, tol=tol, max_iters=max_iters, anneal=anneal,
+                           anneal_decay=anneal_decay, init=init, fixed_iters=fixed_iters,
+                           grad_mode=grad_mode, cg_maxiter=cg_maxiter)
+  return solve_problem(problem, **options)
+
+
+def solver_options(problem: _dual.Problem, *, tol, max_iters, anneal, anneal_decay, init,
+                   fixed_iters, grad_mode, cg_maxiter) -> dict:
+  """Validates the solver options eagerly; returns the keyword arguments of :func:`solve_problem`."""
   V.check_choice("grad_mode", grad_mode, GRAD_MODES)
   if anneal not in ("auto", True, False):
     raise ValueError(f"`anneal` must be 'auto', True or False; got {anneal!r}.")
   if not 0.0 < float(anneal_decay) < 1.0:
     raise ValueError(f"`anneal_decay` must lie in (0, 1); got {anneal_decay!r}.")
-  max_iters = V.check_static_int("max_iters", max_iters)
-  if fixed_iters is not None:
-    fixed_iters = V.check_static_int("fixed_iters", fixed_iters)
-  cg_maxiter = V.check_static_int("cg_maxiter", cg_maxiter)
-  tol = V.check_positive("tol", tol, problem.a.dtype)
+  dtype = problem.a.dtype
   n, m = problem.geom.shape
-  init = _check_init(init, n, m, problem.a.dtype)
-  anneal = (init is None) if anneal == "auto" else bool(anneal)
-  decay = jnp.asarray(anneal_decay, problem.a.dtype)
-  return _sinkhorn(problem, init, tol, decay, max_iters=max_iters, fixed_iters=fixed_iters,
-                   grad_mode=grad_mode, anneal=anneal, cg_maxiter=cg_maxiter)
+  init = _check_init(init, n, m, dtype)
+  return dict(
+      init=init,
+      tol=V.check_positive("tol", tol, dtype),
+      decay=jnp.asarray(anneal_decay, dtype),
+      max_iters=V.check_static_int("max_iters", max_iters),
+      fixed_iters=None if fixed_iters is None else V.check_static_int("fixed_iters", fixed_iters),
+      grad_mode=grad_mode,
+      anneal=(init is None) if anneal == "auto" else bool(anneal),
+      cg_maxiter=V.check_static_int("cg_maxiter", cg_maxiter),
+  )

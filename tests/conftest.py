@@ -1,0 +1,18 @@
+"""Shared test configuration: float64 is enabled so that oracles can be compared tightly;
+float32 tests build float32 arrays explicitly."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+  return request.param
