@@ -1,0 +1,95 @@
+"""Costs and geometries against NumPy formulas; online reductions against dense ones."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import otkit
+from otkit.geometry import _reductions as R
+
+COSTS = {
+    "sqeuclidean": (otkit.SqEuclidean(), lambda x, y: ((x[:, None] - y[None]) ** 2).sum(-1)),
+    "euclidean": (otkit.Euclidean(), lambda x, y: np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1))),
+    "cosine": (otkit.Cosine(), lambda x, y: 1.0 - (x / np.linalg.norm(x, axis=1, keepdims=True))
+               @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T),
+    "pnorm": (otkit.PNorm(1.5, 3.0), lambda x, y: (np.abs(x[:, None] - y[None]) ** 1.5).sum(-1) ** 2.0),
+    "custom": (lambda u, v: jnp.sum(jnp.abs(u - v)), lambda x, y: np.abs(x[:, None] - y[None]).sum(-1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COSTS))
+def test_cost_matrix_matches_numpy(name, rng, dtype):
+  cost_fn, reference = COSTS[name]
+  x, y = rng.normal(size=(7, 3)), rng.normal(size=(5, 3))
+  geom = otkit.PointCloud(x.astype(dtype), y.astype(dtype), cost_fn=cost_fn)
+  assert geom.cost_matrix.dtype == dtype
+  tol = 1e-5 if dtype == np.float32 else 1e-12
+  np.testing.assert_allclose(geom.cost_matrix, reference(x, y), rtol=tol, atol=tol)
+
+
+def test_sqeuclidean_convention_has_no_half():
+  geom = otkit.PointCloud(jnp.zeros((1, 2)), jnp.array([[3.0, 4.0]]))
+  assert float(geom.cost_matrix[0, 0]) == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 50])
+def test_online_reductions_match_dense(chunk_size, rng):
+  x, y = rng.normal(size=(23, 4)), rng.normal(size=(17, 4))
+  h = rng.normal(size=17)
+  eps = 0.3
+  geom = otkit.PointCloud(x, y, chunk_size=chunk_size)
+  C = ((x[:, None] - y[None]) ** 2).sum(-1)
+  np.testing.assert_allclose(R.lse_rows(geom, h, eps), logsumexp(h[None] - C / eps, axis=1), rtol=1e-12)
+  ht = rng.normal(size=23)
+  np.testing.assert_allclose(R.lse_rows(geom.transpose(), ht, eps),
+                             logsumexp(ht[:, None] - C / eps, axis=0), rtol=1e-12)
+  dense = otkit.CostMatrix(C, chunk_size=chunk_size)
+  np.testing.assert_allclose(R.lse_rows(dense, h, eps), logsumexp(h[None] - C / eps, axis=1), rtol=1e-12)
+
+
+def test_cost_gradient_in_points_is_finite_at_coincident_points():
+  x = jnp.array([[0.0, 1.0], [2.0, 2.0]])
+
+  def total(x):
+    return jnp.sum(otkit.PointCloud(x, x, cost_fn=otkit.Euclidean()).cost_matrix)
+
+  g = jax.grad(total)(x)
+  assert np.all(np.isfinite(g))
+  # Away from the diagonal the Euclidean cost is smooth: d/dx0 Σ_ij ‖x_i − x_j‖ = 2 (x0 − x1)/‖x0 − x1‖.
+  u = (x[0] - x[1]) / jnp.linalg.norm(x[0] - x[1])
+  np.testing.assert_allclose(g[0], 2 * u, rtol=1e-12)
+
+
+def test_geometry_is_a_pytree_that_jits_and_vmaps(rng):
+  xs = jnp.asarray(rng.normal(size=(3, 6, 2)))
+
+  @jax.jit
+  def row_lse(x):
+    return R.lse_rows(otkit.PointCloud(x, x + 1.0), jnp.zeros(6), 1.0)
+
+  batched = jax.vmap(row_lse)(xs)
+  for i in range(3):
+    np.testing.assert_allclose(batched[i], row_lse(xs[i]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(x=np.zeros((0, 2))), "`x`"),
+    (dict(x=np.zeros(4)), "`x`"),
+    (dict(x=np.array([[np.nan, 0.0]])), "`x`"),
+    (dict(y=np.zeros((3, 5))), "`y`"),
+    (dict(y=np.array([[np.inf, 0.0]])), "`y`"),
+])
+def test_bad_points_raise(bad, match):
+  kwargs = dict(x=np.zeros((3, 2)), y=np.ones((4, 2)))
+  kwargs.update(bad)
+  with pytest.raises(ValueError, match=match):
+    otkit.sinkhorn(otkit.PointCloud(kwargs["x"], kwargs["y"]), epsilon=0.1)
+
+
+def test_bad_cost_matrix_raises():
+  with pytest.raises(ValueError, match="cost_matrix"):
+    otkit.sinkhorn(otkit.CostMatrix(np.array([[0.0, np.nan]])), epsilon=0.1)
+  with pytest.raises(ValueError, match="cost_matrix"):
+    otkit.sinkhorn(otkit.CostMatrix(np.zeros(3)), epsilon=0.1)

@@ -1,0 +1,43 @@
+"""The online geometry keeps Sinkhorn's memory O(n + m): peak resident memory of a fresh process."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import resource, sys
+    import jax, numpy as np
+    import otkit
+    n, iters = int(sys.argv[1]), int(sys.argv[2])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(n, 3)).astype(np.float32)
+    y = rng.uniform(size=(n, 3)).astype(np.float32)
+    out = otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=0.05, max_iters=iters, tol=1e-3)
+    jax.block_until_ready(out)
+    assert np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(peak_mb, int(out.n_iters), bool(out.converged))
+""")
+
+
+def _peak_memory_mb(n: int, iters: int) -> tuple[float, int, bool]:
+  result = subprocess.run([sys.executable, "-c", SCRIPT, str(n), str(iters)], capture_output=True,
+                          text=True, check=True, timeout=1200)
+  peak, n_iters, converged = result.stdout.split()
+  return float(peak), int(n_iters), converged == "True"
+
+
+def test_online_sinkhorn_30000_points_under_1gb():
+  # A dense 30000 × 30000 float32 cost matrix alone would take 3.6 GB.
+  peak, n_iters, _ = _peak_memory_mb(30000, 3)
+  assert n_iters == 3
+  assert peak < 1024, f"peak resident memory {peak:.0f} MB"
+
+
+@pytest.mark.slow
+def test_online_sinkhorn_30000_points_converges_under_1gb():
+  peak, _, converged = _peak_memory_mb(30000, 2000)
+  assert converged
+  assert peak < 1024, f"peak resident memory {peak:.0f} MB"

@@ -1,0 +1,210 @@
+"""Sinkhorn against POT (plans, exact limit, unbalanced), float32 robustness, jit/vmap, input errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+
+import otkit
+
+
+def _problem(rng, n=30, m=25, d=2, uniform=False):
+  x = rng.normal(size=(n, d))
+  y = rng.normal(size=(m, d)) * 0.8 + 1.0
+  a = np.full(n, 1 / n) if uniform else rng.uniform(0.2, 1.0, n)
+  b = np.full(m, 1 / m) if uniform else rng.uniform(0.2, 1.0, m)
+  return x, y, a / a.sum(), b / b.sum()
+
+
+def _sq_cost(x, y):
+  return ((x[:, None] - y[None]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.5])
+def test_plan_matches_pot_sinkhorn_log(rng, epsilon):
+  x, y, a, b = _problem(rng)
+  C = _sq_cost(x, y)
+  geom = otkit.PointCloud(x, y)
+  out = otkit.sinkhorn(geom, a, b, epsilon=epsilon, tol=1e-12, max_iters=20000)
+  assert bool(out.converged)
+  P_pot = ot.sinkhorn(a, b, C, epsilon, method="sinkhorn_log", stopThr=1e-14, numItermax=100000)
+  np.testing.assert_allclose(otkit.transport_plan(geom, out), P_pot, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(otkit.transport_cost(geom, out), np.sum(C * P_pot), rtol=1e-6)
+
+
+def test_dense_and_online_geometries_agree(rng):
+  x, y, a, b = _problem(rng)
+  online = otkit.PointCloud(x, y, chunk_size=7)
+  dense = otkit.CostMatrix(_sq_cost(x, y))
+  out1 = otkit.sinkhorn(online, a, b, epsilon=0.1, tol=1e-10)
+  out2 = otkit.sinkhorn(dense, a, b, epsilon=0.1, tol=1e-10)
+  np.testing.assert_allclose(out1.f, out2.f, atol=1e-8)
+  np.testing.assert_allclose(out1.g, out2.g, atol=1e-8)
+
+
+def test_transport_cost_approaches_exact_emd(rng):
+  x, y, a, b = _problem(rng, n=40, m=40)
+  C = _sq_cost(x, y)
+  exact = ot.emd2(a, b, C)
+  geom = otkit.PointCloud(x, y)
+  gaps = []
+  for scale in (1e-1, 1e-2, 1e-3):
+    out = otkit.sinkhorn(geom, a, b, epsilon=scale * C.mean(), tol=1e-8, max_iters=100000)
+    assert bool(out.converged)
+    gaps.append(float(otkit.transport_cost(geom, out)) - exact)
+  assert gaps[0] > gaps[1] > gaps[2] >= -1e-8
+  assert gaps[2] < 1e-3 * exact
+
+
+@pytest.mark.parametrize("tau_a, tau_b", [(0.5, 0.5), (0.8, 0.3), (0.95, 0.6)])
+def test_unbalanced_plan_matches_pot(rng, tau_a, tau_b):
+  # otkit's tau relates to POT's marginal penalty by reg_m = ε τ / (1 − τ) (τ = 1: hard marginal);
+  # POT 0.9.7 calls its log-stabilised unbalanced solver "sinkhorn_stabilized".
+  x, y, a, b = _problem(rng)
+  b = 1.7 * b  # different masses
+  C = _sq_cost(x, y)
+  eps = 0.1
+  reg_m = tuple(eps * t / (1 - t) for t in (tau_a, tau_b))
+  geom = otkit.PointCloud(x, y)
+  out = otkit.sinkhorn(geom, a, b, epsilon=eps, tau_a=tau_a, tau_b=tau_b, tol=1e-12, max_iters=20000)
+  assert bool(out.converged)
+  P_pot = ot.unbalanced.sinkhorn_unbalanced(a, b, C, eps, reg_m, method="sinkhorn_stabilized",
+                                            reg_type="kl", stopThr=1e-15, numItermax=100000)
+  np.testing.assert_allclose(otkit.transport_plan(geom, out), P_pot, atol=1e-7, rtol=0)
+
+
+def test_float32_small_epsilon_is_finite_and_converged_is_truthful(rng):
+  n = 1000
+  x = rng.normal(size=(n, 2)).astype(np.float32)
+  y = (rng.normal(size=(n, 2)) * 0.8 + [1.0, 0.0]).astype(np.float32)
+  C = _sq_cost(x.astype(np.float64), y.astype(np.float64))
+  eps = 1e-4 * C.mean()
+  for max_iters in (500, 20000):
+    out = otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=np.float32(eps), max_iters=max_iters)
+    assert out.f.dtype == np.float32
+    assert np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g)) and np.isfinite(out.value)
+    # Marginal error of the returned potentials recomputed independently in float64.
+    log_p = (np.float64(out.f)[:, None] + np.float64(out.g)[None] - C) / eps - 2 * np.log(n)
+    p = np.exp(log_p)
+    error = np.abs(p.sum(1) - 1 / n).sum() + np.abs(p.sum(0) - 1 / n).sum()
+    if bool(out.converged):
+      assert error <= 2e-3  # tol = 1e-3 on the rows, a float32 margin
+    else:
+      assert error > 1e-3 and int(out.n_iters) == max_iters
+  assert bool(out.converged), "20000 sweeps suffice at this ε"
+
+
+def test_annealing_and_warm_start_reach_the_same_solution(rng):
+  x, y, a, b = _problem(rng)
+  geom = otkit.PointCloud(x, y)
+  cold = otkit.sinkhorn(geom, a, b, epsilon=0.02, anneal=False, tol=1e-10, max_iters=20000)
+  hot = otkit.sinkhorn(geom, a, b, epsilon=0.02, anneal=True, tol=1e-10, max_iters=20000)
+  warm = otkit.sinkhorn(geom, a, b, epsilon=0.02, init=(cold.f, cold.g), tol=1e-10)
+  assert int(warm.n_iters) <= 2
+  for out in (hot, warm):
+    np.testing.assert_allclose(out.f, cold.f, atol=1e-7)
+    np.testing.assert_allclose(out.g, cold.g, atol=1e-7)
+
+
+def test_fixed_iters_performs_exactly_that_many_sweeps(rng):
+  x, y, a, b = _problem(rng)
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.5, fixed_iters=200, tol=1e-6)
+  assert int(out.n_iters) == 200 and bool(out.converged)
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.01, fixed_iters=3, tol=1e-6)
+  assert int(out.n_iters) == 3 and not bool(out.converged)
+
+
+def test_apply_plan_matches_dense_plan(rng):
+  x, y, a, b = _problem(rng)
+  geom = otkit.PointCloud(x, y, chunk_size=4)
+  out = otkit.sinkhorn(geom, a, b, epsilon=0.1, tol=1e-9)
+  P = np.asarray(otkit.transport_plan(geom, out))
+  v, w = rng.normal(size=(25, 3)), rng.normal(size=30)
+  np.testing.assert_allclose(otkit.apply_plan(geom, out, v, axis=1), P @ v, atol=1e-12)
+  np.testing.assert_allclose(otkit.apply_plan(geom, out, w, axis=0), P.T @ w, atol=1e-12)
+  np.testing.assert_allclose(P.sum(1), a, atol=1e-9)
+
+
+def test_jit_equals_eager_and_does_not_recompile(rng):
+  x, y, a, b = _problem(rng)
+  solve = jax.jit(lambda x, y, a, b, eps: otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=eps))
+  eager = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.1)
+  jitted = solve(x, y, a, b, 0.1)
+  np.testing.assert_allclose(jitted.f, eager.f, atol=1e-12)
+  np.testing.assert_allclose(jitted.value, eager.value, rtol=1e-12)
+  x2, y2, a2, b2 = _problem(np.random.default_rng(1))
+  before = solve._cache_size()
+  solve(x2, y2, a2, b2, 0.2)
+  assert solve._cache_size() == before
+
+
+def test_public_function_does_not_recompile_for_new_data(rng):
+  x, y, a, b = _problem(rng)
+  otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.1)
+  from otkit.solvers._sinkhorn import solve_problem
+  before = solve_problem._cache_size()
+  x2, y2, a2, b2 = _problem(np.random.default_rng(2))
+  otkit.sinkhorn(otkit.PointCloud(x2, y2), a2, b2, epsilon=0.3)
+  assert solve_problem._cache_size() == before
+
+
+@pytest.mark.parametrize("fixed_iters", [None, 60])
+def test_vmap_equals_loop(rng, dtype, fixed_iters):
+  batch = [_problem(np.random.default_rng(i), n=12, m=10) for i in range(8)]
+  xs, ys, as_, bs = (np.stack([p[k] for p in batch]).astype(dtype) for k in range(4))
+  eps = np.linspace(0.05, 0.5, 8).astype(dtype)
+
+  def solve(x, y, a, b, e):
+    return otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=e, tol=1e-4,
+                          fixed_iters=fixed_iters)
+
+  batched = jax.vmap(solve)(xs, ys, as_, bs, eps)
+  tol = 1e-4 if dtype == np.float32 else 1e-12  # float32: batched reductions sum in another order
+  for i in range(8):
+    single = solve(xs[i], ys[i], as_[i], bs[i], eps[i])
+    np.testing.assert_allclose(batched.f[i], single.f, atol=tol)
+    np.testing.assert_allclose(batched.value[i], single.value, rtol=tol)
+    # float32 rounding can move the stopping test across the tolerance by one sweep
+    assert abs(int(batched.n_iters[i]) - int(single.n_iters)) <= (1 if dtype == np.float32 else 0)
+    assert bool(batched.converged[i]) == bool(single.converged)
+
+
+def test_check_raises_on_unconverged_output(rng):
+  x, y, a, b = _problem(rng)
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.01, max_iters=2)
+  with pytest.raises(RuntimeError, match="converge"):
+    otkit.check(out)
+  good = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.5)
+  assert otkit.check(good) is good
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(a=np.ones(29) / 29), "`a`"),
+    (dict(b=np.ones(3)), "`b`"),
+    (dict(a=np.r_[-0.1, np.full(29, 1.1 / 29)]), "`a`"),
+    (dict(a=np.r_[np.nan, np.full(29, 1 / 29)]), "`a`"),
+    (dict(b=np.r_[np.inf, np.full(24, 1 / 24)]), "`b`"),
+    (dict(b=np.full(25, 2 / 25)), "mass"),
+    (dict(epsilon=0.0), "`epsilon`"),
+    (dict(epsilon=-1.0), "`epsilon`"),
+    (dict(epsilon=np.nan), "`epsilon`"),
+    (dict(tau_a=0.0), "`tau_a`"),
+    (dict(tau_b=1.5), "`tau_b`"),
+    (dict(tol=0.0), "`tol`"),
+    (dict(max_iters=0), "`max_iters`"),
+    (dict(grad_mode="backprop"), "`grad_mode`"),
+    (dict(init=(np.zeros(3), np.zeros(25))), "`init`"),
+])
+def test_bad_inputs_raise_value_error_naming_the_argument(rng, kwargs, match):
+  x, y, _, _ = _problem(rng)
+  args = dict(epsilon=0.1)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    otkit.sinkhorn(otkit.PointCloud(x, y), **args)
+
+
+def test_unequal_mass_is_fine_when_unbalanced(rng):
+  x, y, a, b = _problem(rng)
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, 2 * b, epsilon=0.1, tau_b=0.9)
+  assert np.isfinite(out.value)
