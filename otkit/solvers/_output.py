@@ -21,7 +21,7 @@ class SinkhornOutput:
     value: the regularised objective (the dual value, equal to the primal one at the optimum).
     converged: whether the L1 marginal error reached ``tol`` at the target ε with finite iterates.
     n_iters: Sinkhorn sweeps (and Newton steps, for second-order solvers) performed.
-    error: L1 violation of the optimality conditions on the marginals at the returned potentials.
+    error: L1 violation of the two marginal conditions (rows plus columns) at the returned potentials.
     a, b: the weights the problem was solved with, shapes ``(n,)`` and ``(m,)``.
     epsilon, tau_a, tau_b: the scalars the problem was solved with.
 

@@ -36,13 +36,18 @@ GRAD_MODES = ("implicit", "unroll", "envelope")
 # optimum of successive over-relaxation for that rate, capped at OMEGA_MAX.
 RATE_WINDOW = 8
 OMEGA_MAX = 1.9
+# The loop also stops when the error at the target ε has stayed within 2× of its best value
+# without improving it by 1 % for STALL_SWEEPS sweeps and half of the sweeps done at the target
+# ε: the floor of the floating-point precision (float32 at small ε).
+STALL_SWEEPS = 300
 
 
 class SinkhornState(NamedTuple):
   """Loop state. ``lf = lse_rows(geom, log b + g/ε_k)`` is the next f-update's reduction.
 
   ``at_target`` counts sweeps done at the target ε, ``anchor`` is the error after the first of
-  them and ``omega`` the relaxation factor in use.
+  them and ``omega`` the relaxation factor in use; ``best`` is the smallest error at the target
+  ε and ``stall`` the number of sweeps since it last improved by 1 %.
   """
 
   f: Array
@@ -54,6 +59,8 @@ class SinkhornState(NamedTuple):
   at_target: Array
   anchor: Array
   omega: Array
+  best: Array
+  stall: Array
 
 
 class Schedule(NamedTuple):
@@ -70,11 +77,24 @@ class Schedule(NamedTuple):
     return self(k) <= self.epsilon
 
 
+def marginal_error(w: Array, tau: Array, target_epsilon: Array, f: Array, lse: Array,
+                   epsilon: Array) -> Array:
+  """L1 error of one marginal condition ``P1 = w e^{−f/ρ}`` (``= w`` when balanced).
+
+  ``lse`` is the reduction ``log Σ_j exp((g_j − C_ij)/ε) b_j`` of the other potential at
+  ``epsilon``, so that the plan's marginal is ``w e^{f/ε + lse}``.
+  """
+  log_w = _dual.safe_log(w)
+  s = _dual.inv_rho(target_epsilon, tau)
+  return jnp.sum(jnp.abs(jnp.exp(log_w + f / epsilon + lse) - jnp.exp(log_w - f * s)))
+
+
 def row_error(problem: _dual.Problem, f: Array, lf: Array, epsilon: Array) -> Array:
-  """L1 error of the row condition ``P1 = a e^{−f/ρ_a}`` given ``lf`` for potentials at ``epsilon``."""
-  log_a = _dual.safe_log(problem.a)
-  s_a = _dual.inv_rho(problem.epsilon, problem.tau_a)
-  return jnp.sum(jnp.abs(jnp.exp(log_a + f / epsilon + lf) - jnp.exp(log_a - f * s_a)))
+  return marginal_error(problem.a, problem.tau_a, problem.epsilon, f, lf, epsilon)
+
+
+def column_error(problem: _dual.Problem, g: Array, lg: Array, epsilon: Array) -> Array:
+  return marginal_error(problem.b, problem.tau_b, problem.epsilon, g, lg, epsilon)
 
 
 def _half_step(geom, log_w: Array, potential: Array, epsilon: Array) -> Array:
@@ -91,6 +111,16 @@ def relaxation(state: SinkhornState, error: Array, at_target: Array) -> tuple[Ar
   return anchor, jax.lax.stop_gradient(omega)
 
 
+def progress(state: SinkhornState, error: Array, at_target: Array) -> tuple[Array, Array]:
+  """The next ``(best, stall)``: sweeps at the target ε spent within 2× of the best error without
+  improving it by 1 % (a transient far above the best error is not a stall)."""
+  restart = at_target <= RATE_WINDOW + 1  # from the choice of ω on
+  improved = (error < 0.99 * state.best) | restart
+  best = jnp.where(improved, error, state.best)
+  stall = jnp.where(improved | (error > 2.0 * best), 0, state.stall + 1)
+  return best, stall
+
+
 def _accept(new: SinkhornState, state: SinkhornState) -> SinkhornState:
   """``new`` if all its potentials are finite, else ``state`` flagged as failed."""
   ok = jnp.all(jnp.isfinite(new.f)) & jnp.all(jnp.isfinite(new.g)) & jnp.all(jnp.isfinite(new.lf))
@@ -103,7 +133,8 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
   """One over-relaxed sweep (f-update, g-update) and the error of the new pair, 2 row reductions.
 
   With ``ω = 1`` this is the plain log-domain Sinkhorn sweep; ``ω > 1`` moves each potential
-  ``ω`` times as far, ``f ← (1 − ω) f + ω T_a(g)``, which keeps the fixed points.
+  ``ω`` times as far, ``f ← (1 − ω) f + ω T_a(g)``, which keeps the fixed points. The error is
+  the L1 violation of both marginal conditions; the column one comes free with the g-update.
   """
   eps, eps_next = schedule(state.it), schedule(state.it + 1)
   s_a = _dual.inv_rho(problem.epsilon, problem.tau_a)
@@ -113,10 +144,12 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
   lg = _half_step(geom_t, _dual.safe_log(problem.a), f, eps)
   g = (1.0 - omega) * state.g - omega * eps / (1.0 + eps * s_b) * lg
   lf = _half_step(problem.geom, _dual.safe_log(problem.b), g, eps_next)
-  error = row_error(problem, f, lf, eps_next)
+  error = row_error(problem, f, lf, eps_next) + column_error(problem, g, lg, eps)
   at_target = state.at_target + schedule.at_target(state.it).astype(state.at_target.dtype)
   anchor, omega = relaxation(state, error, at_target)
-  new = SinkhornState(f, g, lf, error, state.it + 1, state.failed, at_target, anchor, omega)
+  best, stall = progress(state, error, at_target)
+  new = SinkhornState(f, g, lf, error, state.it + 1, state.failed, at_target, anchor, omega,
+                      best, stall)
   return _accept(new, state)
 
 
@@ -129,22 +162,24 @@ def symmetric_step(problem: _dual.Problem, schedule: Schedule, state: SinkhornSt
   eps, eps_next = schedule(state.it), schedule(state.it + 1)
   f = 0.5 * (state.f - eps * state.lf)
   lf = _half_step(problem.geom, _dual.safe_log(problem.a), f, eps_next)
-  error = row_error(problem, f, lf, eps_next)
+  error = 2.0 * row_error(problem, f, lf, eps_next)  # the column error is the same
   return _accept(state._replace(f=f, g=f, lf=lf, error=error, it=state.it + 1), state)
 
 
 def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) -> Array:
   converged = schedule.at_target(state.it) & (state.error <= tol)
-  return converged | (state.it >= max_iters) | state.failed
+  stalled = state.stall >= jnp.maximum(STALL_SWEEPS, state.at_target // 2)
+  return converged | (state.it >= max_iters) | state.failed | stalled
 
 
 def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Array) -> SinkhornState:
   eps0 = schedule(jnp.asarray(0))
   lf = _half_step(problem.geom, _dual.safe_log(problem.b), g0, eps0)
-  error = row_error(problem, f0, lf, eps0)
+  lg = _half_step(problem.geom.transpose(), _dual.safe_log(problem.a), f0, eps0)
+  error = row_error(problem, f0, lf, eps0) + column_error(problem, g0, lg, eps0)
   zero = jnp.asarray(0, jnp.int32)
   return SinkhornState(f0, g0, lf, error, zero, jnp.asarray(False), zero, error,
-                       jnp.ones((), error.dtype))
+                       jnp.ones((), error.dtype), error, zero)
 
 
 def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, Array], tol: Array,
@@ -253,8 +288,12 @@ def sinkhorn(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=1e-3, m
     epsilon: entropic regularisation ``ε > 0`` in units of the cost (traced: ``grad``/``vmap`` work).
       Values down to ``1e-4 × mean cost`` stay finite in float32.
     tau_a, tau_b: marginal relaxations in ``(0, 1]`` (traced). ``1`` = hard marginal.
-    tol: L1 tolerance on the marginal optimality conditions, checked every sweep at the target ε.
-    max_iters: static cap on Sinkhorn sweeps (including annealing sweeps).
+    tol: tolerance on the L1 violation of both marginal conditions (rows plus columns), checked
+      every sweep at the target ε.
+    max_iters: static cap on Sinkhorn sweeps (including annealing sweeps). The loop also ends,
+      with ``converged=False``, when 300 sweeps at the target ε and half of all sweeps there bring
+      no 1 % gain on the best error
+      (the precision floor of float32 at small ε).
     anneal: ``"auto"`` (default: on unless ``init`` is given), ``True`` or ``False``. Annealing
       starts at ``ε_0 = max C`` and multiplies ε by ``anneal_decay`` each sweep until it reaches
       ``epsilon``, then iterates at ``epsilon`` until ``tol`` is met.
