@@ -1,0 +1,8 @@
+"""Closed forms: exact 1-D optimal transport and the Gaussian (Bures–Wasserstein) formulas."""
+
+from otkit.closed_form._gaussian import (GaussianBarycenter, gaussian_barycenter, gaussian_map,
+                                         gaussian_w2)
+from otkit.closed_form._one_d import wasserstein_1d
+
+__all__ = ["GaussianBarycenter", "gaussian_barycenter", "gaussian_map", "gaussian_w2",
+           "wasserstein_1d"]

@@ -1,0 +1,137 @@
+"""Exact 1-D optimal transport against POT (``ot.wasserstein_1d``, ``ot.emd2``) and finite
+differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+
+import otkit
+from otkit.closed_form import _one_d
+
+
+def _problem(seed, n, m, weighted=True):
+  rng = np.random.default_rng(seed)
+  u, v = rng.normal(size=n), 1.5 * rng.normal(size=m) + 0.5
+  if not weighted:
+    return u, v, None, None
+  a, b = rng.uniform(0.1, 1.0, n), rng.uniform(0.1, 1.0, m)
+  return u, v, a / a.sum(), b / b.sum()
+
+
+def _emd2(u, v, a, b, p):
+  a = np.full(len(u), 1 / len(u)) if a is None else a
+  b = np.full(len(v), 1 / len(v)) if b is None else b
+  return ot.emd2(a, b, np.abs(u[:, None] - v[None, :]) ** p)
+
+
+@pytest.mark.parametrize("p", [1, 1.5, 2, 3])
+@pytest.mark.parametrize("n, m, weighted", [(17, 17, False), (23, 9, False), (30, 30, True),
+                                            (40, 13, True)])
+def test_matches_pot(p, n, m, weighted):
+  u, v, a, b = _problem(n * m, n, m, weighted)
+  ours = otkit.wasserstein_1d(u, v, a, b, p=p)
+  np.testing.assert_allclose(ours, ot.wasserstein_1d(u, v, a, b, p=p), rtol=0, atol=1e-10)
+  np.testing.assert_allclose(ours, _emd2(u, v, a, b, p), rtol=0, atol=1e-10)
+
+
+def test_ties_zero_weights_and_unnormalised_weights():
+  u = np.array([0.0, 1.0, 1.0, 2.0, 5.0])
+  v = np.array([1.0, 1.0, 3.0])
+  a = np.array([0.2, 0.0, 0.3, 0.1, 0.4])
+  b = np.array([0.5, 0.25, 0.25])
+  expected = _emd2(u, v, a, b, 2)
+  np.testing.assert_allclose(otkit.wasserstein_1d(u, v, a, b), expected, atol=1e-12)
+  np.testing.assert_allclose(otkit.wasserstein_1d(u, v, 3.0 * a, 0.5 * b), expected, atol=1e-12)
+  assert float(otkit.wasserstein_1d(u, u, a, a)) == 0.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sort_implementations_agree(weighted):
+  u, v, a, b = _problem(3, 50, 31, weighted)
+  values = [otkit.wasserstein_1d(u, v, a, b, p=1.5, sort_impl=s) for s in ("auto", "numpy", "xla")]
+  np.testing.assert_allclose(values[1:], [values[0]] * 2, rtol=1e-14)
+
+
+@pytest.mark.parametrize("p", [1, 1.5, 2])
+def test_gradients_match_finite_differences(p):
+  u, v, a, b = _problem(11, 12, 8)
+  rng = np.random.default_rng(1)
+  du, dv, da, db = (rng.normal(size=s) for s in (12, 8, 12, 8))
+
+  def f(u, v, a, b):
+    return otkit.wasserstein_1d(u, v, a, b, p=p)
+
+  grads = jax.grad(f, argnums=(0, 1, 2, 3))(u, v, a, b)
+  h = 1e-6
+  fd = (f(u + h * du, v + h * dv, a + h * da, b + h * db)
+        - f(u - h * du, v - h * dv, a - h * da, b - h * db)) / (2 * h)
+  directional = sum(jnp.vdot(g, t) for g, t in zip(grads, (du, dv, da, db)))
+  np.testing.assert_allclose(directional, fd, rtol=1e-6)
+
+
+def test_uniform_gradient_matches_finite_differences():
+  u, v, _, _ = _problem(2, 15, 6, weighted=False)
+  du = np.random.default_rng(0).normal(size=15)
+  g = jax.grad(otkit.wasserstein_1d)(u, v)
+  h = 1e-6
+  fd = (otkit.wasserstein_1d(u + h * du, v) - otkit.wasserstein_1d(u - h * du, v)) / (2 * h)
+  np.testing.assert_allclose(jnp.vdot(g, du), fd, rtol=1e-7)
+
+
+def test_gradient_is_finite_at_ties_and_zero_distance():
+  u = jnp.array([0.0, 1.0, 1.0])
+  g = jax.grad(lambda u: otkit.wasserstein_1d(u, u, p=1.5))(u)
+  assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_jit_vmap_and_dtype(dtype):
+  problems = [_problem(s, 20, 14) for s in range(5)]
+  us, vs, as_, bs = (np.stack([q[i] for q in problems]).astype(dtype) for i in range(4))
+  batched = jax.jit(jax.vmap(lambda u, v, a, b: otkit.wasserstein_1d(u, v, a, b, p=2)))
+  values = batched(us, vs, as_, bs)
+  assert values.dtype == dtype and values.shape == (5,)
+  uniform = jax.vmap(otkit.wasserstein_1d)(us, vs)
+  assert uniform.dtype == dtype
+  tol = 1e-5 if dtype == np.float32 else 1e-12
+  for i in range(5):
+    ref = ot.wasserstein_1d(*(np.float64(t[i]) for t in (us, vs, as_, bs)), p=2)
+    np.testing.assert_allclose(values[i], ref, rtol=tol)
+    np.testing.assert_allclose(uniform[i], ot.wasserstein_1d(np.float64(us[i]),
+                                                             np.float64(vs[i]), p=2), rtol=tol)
+
+
+def test_float32_gradient_is_float32():
+  u, v, a, b = (jnp.asarray(t, jnp.float32) for t in _problem(4, 10, 7))
+  g = jax.grad(otkit.wasserstein_1d, argnums=(0, 2))(u, v, a, b)
+  assert all(t.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(t))) for t in g)
+
+
+def test_no_recompile_on_second_call():
+  u, v, a, b = _problem(5, 19, 11)
+  otkit.wasserstein_1d(u, v, a, b)
+  size = _one_d._wasserstein_1d._cache_size()
+  otkit.wasserstein_1d(u + 1.0, v, a, b)
+  assert _one_d._wasserstein_1d._cache_size() == size
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(u=np.zeros((3, 2))), "`u`"),
+    (dict(v=np.array([])), "`v`"),
+    (dict(u=np.array([0.0, np.nan, 1.0])), "`u`"),
+    (dict(v=np.array([0.0, np.inf])), "`v`"),
+    (dict(a=np.array([0.5, 0.5])), "`a`"),
+    (dict(a=np.array([0.5, 0.7, -0.2])), "`a`"),
+    (dict(b=np.array([np.nan, 1.0])), "`b`"),
+    (dict(b=np.zeros(2)), "`b`"),
+    (dict(p=0.5), "`p`"),
+    (dict(p=jnp.asarray(2.0)), "`p`"),
+    (dict(sort_impl="cuda"), "`sort_impl`"),
+])
+def test_bad_inputs(kwargs, match):
+  args = dict(u=np.array([0.0, 1.0, 2.0]), v=np.array([0.5, 1.5]), a=None, b=None)
+  options = {k: kwargs.pop(k) for k in ("p", "sort_impl") if k in kwargs}
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    otkit.wasserstein_1d(**args, **options)
