@@ -36,6 +36,8 @@ GRAD_MODES = ("implicit", "unroll", "envelope")
 # optimum of successive over-relaxation for that rate, capped at OMEGA_MAX.
 RATE_WINDOW = 8
 OMEGA_MAX = 1.9
+# anneal="auto" anneals when ε ≤ ANNEAL_BELOW × the mean cost.
+ANNEAL_BELOW = 3e-3
 # The loop also stops when the error at the target ε has stayed within 2× of its best value
 # without improving it by 1 % for STALL_SWEEPS sweeps and half of the sweeps done at the target
 # ε: the floor of the floating-point precision (float32 at small ε).
@@ -205,10 +207,17 @@ def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, 
   return jax.lax.while_loop(lambda s: ~done(s), step, state)
 
 
-def _anneal_start(problem: _dual.Problem, anneal: bool) -> Array:
-  if not anneal:
-    return problem.epsilon
-  return jax.lax.stop_gradient(jnp.maximum(R.max_cost(problem.geom), problem.epsilon))
+def _anneal_start(problem: _dual.Problem, anneal: bool | str) -> Array:
+  """``ε_0``: the largest cost, or ``ε`` itself (no annealing). ``"auto"`` anneals only when
+  ``ε ≤ ANNEAL_BELOW × mean cost``, where it saves sweeps; above, it costs a few."""
+  eps = problem.epsilon
+  if anneal is False:
+    return eps
+  start = jnp.maximum(R.max_cost(problem.geom), eps)
+  if anneal == "auto":
+    start = jnp.where(eps <= ANNEAL_BELOW * R.mean_cost(problem.geom, problem.a, problem.b),
+                      start, eps)
+  return jax.lax.stop_gradient(start)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "fixed_iters", "grad_mode", "anneal",
@@ -294,9 +303,10 @@ def sinkhorn(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=1e-3, m
       with ``converged=False``, when 300 sweeps at the target ε and half of all sweeps there bring
       no 1 % gain on the best error
       (the precision floor of float32 at small ε).
-    anneal: ``"auto"`` (default: on unless ``init`` is given), ``True`` or ``False``. Annealing
-      starts at ``ε_0 = max C`` and multiplies ε by ``anneal_decay`` each sweep until it reaches
-      ``epsilon``, then iterates at ``epsilon`` until ``tol`` is met.
+    anneal: ``"auto"`` (default: on when ``epsilon ≤ 3e-3 × mean cost`` and no ``init`` is
+      given, where it saves sweeps), ``True`` or ``False``. Annealing starts at ``ε_0 = max C``
+      and multiplies ε by ``anneal_decay`` each sweep until it reaches ``epsilon``, then
+      iterates at ``epsilon`` until ``tol`` is met.
     anneal_decay: the geometric factor of the annealing schedule, in ``(0, 1)``.
     init: optional warm start ``(f, g)``, shapes ``(n,)``, ``(m,)``.
     fixed_iters: static; if set, performs exactly this many sweeps with no early exit (a
@@ -344,6 +354,6 @@ def solver_options(problem: _dual.Problem, *, tol, max_iters, anneal, anneal_dec
       max_iters=V.check_static_int("max_iters", max_iters),
       fixed_iters=None if fixed_iters is None else V.check_static_int("fixed_iters", fixed_iters),
       grad_mode=grad_mode,
-      anneal=(init is None) if anneal == "auto" else bool(anneal),
+      anneal=anneal if init is None else (anneal is True),
       cg_maxiter=V.check_static_int("cg_maxiter", cg_maxiter),
   )

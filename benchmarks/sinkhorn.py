@@ -1,0 +1,366 @@
+"""Sinkhorn side by side: otkit, ott-jax, POT and GeomLoss on the same point clouds.
+
+For each (n, d, ε) of the grid: x ~ N(0, I_d), y ~ N(e₁, 0.64 I_d) in float32, squared-Euclidean
+cost rescaled to mean 1, uniform weights. Each solver runs until the L1 marginal error (rows plus
+columns, recomputed here from its potentials or plan by one common online reduction) is at most
+1e-3, or until a time cap:
+
+* otkit: ``otkit.sinkhorn`` with its defaults (tol 1e-3).
+* ott-jax: ``ott.solvers.linear.sinkhorn.Sinkhorn()`` with its defaults (threshold 1e-3,
+  max_iterations 2000); if the default cap is not enough, the row says so (not converged).
+* POT: ``ot.sinkhorn(..., method="sinkhorn_log")`` run in blocks of 10 iterations with warm
+  starts until the error is reached (the error check is not timed).
+* GeomLoss: ``SamplesLoss("sinkhorn", p=2, debias=False, potentials=True)`` (tensorized backend),
+  whose ε-scaling runs a fixed schedule; the scaling is raised (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
+  until the error is reached and the time of the first one that reaches it is reported.
+
+Times are medians after compilation (compilation reported apart); peak memory is the growth of
+the resident set size during the call, sampled every 2 ms. Also times the value and gradient of
+the Sinkhorn divergence at n = 4000, d = 2.
+
+  python benchmarks/sinkhorn.py [--quick] [--cap 60] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import otkit
+from otkit.geometry import _reductions as R
+
+TOL = 1e-3
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def _rss_mb() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakMemory:
+  """Peak growth of the resident set size (MB) while the block runs, sampled in a thread."""
+
+  def __enter__(self):
+    self.base = self.peak = _rss_mb()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+    return self
+
+  def _sample(self):
+    while not self._stop.wait(0.002):
+      self.peak = max(self.peak, _rss_mb())
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, _rss_mb())
+    self.growth = self.peak - self.base
+
+
+def timed(fn, repeats: int, budget: float):
+  """Runs ``fn`` (which blocks until its result is ready) once to compile and then up to
+  ``repeats`` times within ``budget`` seconds; returns (result, compile_s, median_s, peak_mb)."""
+  start = time.perf_counter()
+  with PeakMemory() as memory:
+    result = fn()
+  first = time.perf_counter() - start
+  times = []
+  while len(times) < repeats and sum(times) + (times[-1] if times else first) < budget:
+    start = time.perf_counter()
+    result = fn()
+    times.append(time.perf_counter() - start)
+  run = statistics.median(times) if times else first
+  return result, max(first - run, 0.0), run, memory.growth
+
+
+# ----------------------------------------------------------------------------- data and error
+
+
+def point_clouds(n: int, d: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d))
+  y = rng.normal(size=(n, d)) * 0.8
+  y[:, 0] += 1.0
+  mean_cost = np.mean(np.sum(x**2, 1)) + np.mean(np.sum(y**2, 1)) - 2 * x.mean(0) @ y.mean(0)
+  scale = 1.0 / math.sqrt(mean_cost)
+  return (x * scale).astype(np.float32), (y * scale).astype(np.float32)
+
+
+@jax.jit
+def _marginal_error(x, y, f, g, epsilon):
+  """L1 error of both marginals of ``P = a b e^{(f + g − C)/ε}`` with uniform a, b (online)."""
+  geom = otkit.PointCloud(x, y)
+  n, m = geom.shape
+  log_a, log_b = -jnp.log(n), -jnp.log(m)
+  rows = jnp.exp(log_a + f / epsilon + R.lse_rows(geom, log_b + g / epsilon, epsilon))
+  cols = jnp.exp(log_b + g / epsilon + R.lse_rows(geom.transpose(), log_a + f / epsilon, epsilon))
+  return jnp.sum(jnp.abs(rows - 1.0 / n)) + jnp.sum(jnp.abs(cols - 1.0 / m))
+
+
+def marginal_error(x, y, f, g, epsilon) -> float:
+  f, g = (jnp.asarray(np.asarray(v, np.float32).reshape(-1)) for v in (f, g))
+  return float(_marginal_error(jnp.asarray(x), jnp.asarray(y), f, g, jnp.float32(epsilon)))
+
+
+# ----------------------------------------------------------------------------- solvers
+
+
+def run_otkit(x, y, eps, cap):
+  solve = jax.jit(lambda x, y: otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=eps, tol=TOL,
+                                              max_iters=20000))
+  xj, yj = jnp.asarray(x), jnp.asarray(y)
+  out, compile_s, run_s, mem = timed(lambda: jax.block_until_ready(solve(xj, yj)), 5, cap)
+  return dict(time=run_s, compile=compile_s, iters=int(out.n_iters), memory=mem,
+              error=marginal_error(x, y, out.f, out.g, eps), converged=bool(out.converged))
+
+
+def run_ott(x, y, eps, cap):
+  from ott.geometry import pointcloud
+  from ott.problems.linear import linear_problem
+  from ott.solvers.linear import sinkhorn
+
+  xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+  def solver(max_iterations):
+    solver = sinkhorn.Sinkhorn() if max_iterations is None else sinkhorn.Sinkhorn(
+        max_iterations=max_iterations)
+    fn = jax.jit(lambda x, y: solver(linear_problem.LinearProblem(
+        pointcloud.PointCloud(x, y, epsilon=eps))))
+    return lambda: jax.block_until_ready(fn(xj, yj))
+
+  # Per-iteration time from a short run decides whether the default cap of 2000 fits the budget.
+  _, _, probe_s, _ = timed(solver(50), 1, cap)
+  per_iter = probe_s / 50
+  max_iterations = None
+  if 2000 * per_iter > cap:
+    max_iterations = max(10, int(cap / per_iter) // 10 * 10)
+  out, compile_s, run_s, mem = timed(solver(max_iterations), 3, cap)
+  n = x.shape[0]
+  # ott's potentials include the weights: P = e^{(f + g − C)/ε}; otkit's: P = a b e^{(f + g − C)/ε}.
+  f = np.asarray(out.f) + eps * math.log(n)
+  g = np.asarray(out.g) + eps * math.log(n)
+  error = marginal_error(x, y, f, g, eps)
+  return dict(time=run_s, compile=compile_s, iters=int(out.n_iters), memory=mem, error=error,
+              converged=error <= TOL, capped=max_iterations is not None)
+
+
+def run_pot(x, y, eps, cap):
+  import ot
+
+  n = x.shape[0]
+  a = np.full(n, 1.0 / n, np.float32)
+  M = ot.dist(x, y)  # squared Euclidean
+  elapsed, iters, warm, error = 0.0, 0, None, np.inf
+  peak = 0.0
+  while error > TOL and elapsed < cap:
+    with warnings.catch_warnings(), PeakMemory() as memory:
+      warnings.simplefilter("ignore")
+      start = time.perf_counter()
+      P, log = ot.sinkhorn(a, a, M, eps, method="sinkhorn_log", numItermax=10, stopThr=0.0,
+                           warmstart=warm, log=True)
+      elapsed += time.perf_counter() - start
+    peak = max(peak, memory.growth)
+    iters += 10
+    warm = (log["log_u"], log["log_v"])
+    error = float(np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - a).sum())
+    if not np.isfinite(error):
+      break
+  return dict(time=elapsed, compile=0.0, iters=iters, memory=peak, error=error,
+              converged=error <= TOL)
+
+
+def run_geomloss(x, y, eps, cap):
+  import torch
+  from geomloss import SamplesLoss
+  from geomloss._legacy.sinkhorn_divergence import epsilon_schedule
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+  diameter = float(torch.cdist(xt, yt).max())
+  blur = math.sqrt(eps / 2)  # GeomLoss's p = 2 cost is ‖x − y‖²/2 and its ε is blur²
+  result = None
+  for scaling in (0.5, 0.7, 0.9, 0.95, 0.98, 0.99):
+    iters = len(epsilon_schedule(2, diameter, blur, scaling))
+    if result is not None and result["time"] / result["iters"] * iters > cap:
+      break  # the next schedule would not fit in the time cap
+    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=False,
+                       potentials=True, backend="tensorized")
+    start = time.perf_counter()
+    with PeakMemory() as memory, torch.no_grad():
+      F, G = loss(xt, yt)
+    elapsed = time.perf_counter() - start
+    # Potentials for the half cost at ε/2 are half of those for ‖x − y‖² at ε.
+    error = marginal_error(x, y, 2 * F.numpy(), 2 * G.numpy(), eps)
+    result = dict(time=elapsed, compile=0.0, iters=iters, memory=memory.growth, error=error,
+                  converged=error <= TOL, scaling=scaling)
+    if error <= TOL:
+      break
+  return result
+
+
+SOLVERS = {"otkit": run_otkit, "ott-jax": run_ott, "POT": run_pot, "GeomLoss": run_geomloss}
+
+
+def available(name: str) -> bool:
+  module = {"otkit": "otkit", "ott-jax": "ott", "POT": "ot", "GeomLoss": "geomloss"}[name]
+  try:
+    __import__(module)
+    return True
+  except ImportError:
+    return False
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def divergence_timings(n: int, d: int, epsilons, cap):
+  x, y = point_clouds(n, d, seed=1)
+  rows = []
+  for eps in epsilons:
+    with jax.enable_x64(True):
+      reference = float(otkit.sinkhorn_divergence(x.astype(np.float64), y.astype(np.float64),
+                                                  epsilon=eps, tol=1e-7, max_iters=50000).value)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    ours = jax.jit(jax.value_and_grad(
+        lambda x: otkit.sinkhorn_divergence(x, yj, epsilon=eps, tol=TOL, max_iters=20000).value))
+    (value, _), compile_s, run_s, mem = timed(lambda: jax.block_until_ready(ours(xj)), 3, cap)
+    rows.append(dict(solver="otkit", epsilon=eps, time=run_s, compile=compile_s, memory=mem,
+                     value=float(value), reference=reference))
+    if available("ott-jax"):
+      from ott.geometry import pointcloud
+      from ott.tools import sinkhorn_divergence as ott_div
+
+      theirs = jax.jit(jax.value_and_grad(lambda x: ott_div.sinkhorn_divergence(
+          pointcloud.PointCloud, x, yj, epsilon=eps)[1].divergence))
+      (value, _), compile_s, run_s, mem = timed(lambda: jax.block_until_ready(theirs(xj)), 3, cap)
+      rows.append(dict(solver="ott-jax", epsilon=eps, time=run_s, compile=compile_s, memory=mem,
+                       value=float(value), reference=reference))
+    if available("GeomLoss"):
+      import torch
+      from geomloss import SamplesLoss
+
+      loss = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps / 2), backend="tensorized")
+      yt = torch.from_numpy(y)
+
+      def geomloss_value_and_grad():
+        xt = torch.from_numpy(x).requires_grad_(True)
+        value = loss(xt, yt)
+        value.backward()
+        return 2 * float(value)  # half cost → ‖x − y‖²
+
+      value, _, run_s, mem = timed(geomloss_value_and_grad, 3, cap)
+      rows.append(dict(solver="GeomLoss", epsilon=eps, time=run_s, compile=0.0, memory=mem,
+                       value=value, reference=reference))
+  return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def geometric_mean(values):
+  values = [v for v in values if v and v > 0 and math.isfinite(v)]
+  return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def markdown(results, divergence, meta) -> str:
+  solvers = [s for s in SOLVERS if any(r["solver"] == s for r in results)]
+  lines = [f"Sinkhorn to L1 marginal error ≤ {TOL:g}, float32, {meta['machine']}. Time after "
+           "compilation (s), iterations, peak RSS growth (MB); ✗ = stopped before the tolerance "
+           "(default iteration cap or the time cap), its time is then a lower bound.", "",
+           "| n | d | ε/mean C | " + " | ".join(solvers) + " | ott-jax / otkit | POT / otkit | GeomLoss / otkit |",
+           "|---|---|---|" + "---|" * (len(solvers) + 3)]
+  keys = sorted({(r["n"], r["d"], r["epsilon"]) for r in results}, key=lambda k: (k[1], k[0], -k[2]))
+  by = {(r["n"], r["d"], r["epsilon"], r["solver"]): r for r in results}
+  for key in keys:
+    cells = []
+    for s in solvers:
+      r = by.get((*key, s))
+      if r is None:
+        cells.append("—")
+        continue
+      mark = "" if r["converged"] else " ✗"
+      cells.append(f"{r['time']:.3g}{mark} / {r['iters']} it / {r['memory']:.0f} MB")
+    ratios = []
+    for peer in ("ott-jax", "POT", "GeomLoss"):
+      mine, theirs = by.get((*key, "otkit")), by.get((*key, peer))
+      if mine and theirs:
+        sign = "" if theirs["converged"] else "≥ "
+        ratios.append(f"{sign}{theirs['time'] / mine['time']:.2g}×")
+      else:
+        ratios.append("—")
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(cells + ratios) + " |")
+  lines += ["", "Geometric-mean speed-up of otkit (peer time / otkit time):", ""]
+  for peer in ("ott-jax", "POT", "GeomLoss"):
+    for label, keep in (("all ε", lambda e: True), ("ε ≤ 0.01", lambda e: e <= 0.01)):
+      ratios = [by[(*k, peer)]["time"] / by[(*k, "otkit")]["time"] for k in keys
+                if keep(k[2]) and (*k, peer) in by and (*k, "otkit") in by]
+      if ratios:
+        lines.append(f"- {peer}, {label}: {geometric_mean(ratios):.2f}× "
+                     f"(min {min(ratios):.2f}×, {len(ratios)} points)")
+  if divergence:
+    lines += ["", f"Sinkhorn divergence, value and gradient, n = {meta['divergence_n']}, d = 2 "
+              "(time after compilation, s; value vs a float64 reference at tol 1e-7):", "",
+              "| ε | solver | time | compile | value | reference |", "|---|---|---|---|---|---|"]
+    for r in divergence:
+      lines.append(f"| {r['epsilon']:g} | {r['solver']} | {r['time']:.3g} | {r['compile']:.3g} | "
+                   f"{r['value']:.5g} | {r['reference']:.5g} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="a small grid (n ≤ 1000)")
+  parser.add_argument("--cap", type=float, default=60.0, help="seconds per solver and grid point")
+  parser.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated subset")
+  parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+  args = parser.parse_args(argv)
+
+  sizes = (500, 1000) if args.quick else (1000, 4000, 10000)
+  solvers = [s for s in args.solvers.split(",") if available(s)]
+  results = []
+  for d in (2, 64):
+    for n in sizes:
+      x, y = point_clouds(n, d)
+      for eps in (0.1, 0.01, 0.001):
+        for name in solvers:
+          row = SOLVERS[name](x, y, eps, args.cap)
+          row.update(solver=name, n=n, d=d, epsilon=eps)
+          results.append(row)
+          print(json.dumps(row), flush=True)
+  divergence_n = 1000 if args.quick else 4000
+  divergence = divergence_timings(divergence_n, 2, (0.1, 0.01), args.cap)
+  for row in divergence:
+    print(json.dumps(row), flush=True)
+
+  meta = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                      f"jax {jax.__version__} on {jax.default_backend()}",
+              divergence_n=divergence_n, quick=args.quick, cap_s=args.cap)
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  suffix = "_quick" if args.quick else ""
+  backend = "" if jax.default_backend() == "cpu" else f"_{jax.default_backend()}"
+  (out / f"sinkhorn{backend}{suffix}.json").write_text(
+      json.dumps(dict(meta=meta, grid=results, divergence=divergence), indent=1))
+  table = markdown(results, divergence, meta)
+  (out / f"sinkhorn{backend}{suffix}.md").write_text(table)
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
