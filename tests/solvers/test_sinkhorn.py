@@ -208,3 +208,27 @@ def test_unequal_mass_is_fine_when_unbalanced(rng):
   x, y, a, b = _problem(rng)
   out = otkit.sinkhorn(otkit.PointCloud(x, y), a, 2 * b, epsilon=0.1, tau_b=0.9)
   assert np.isfinite(out.value)
+
+
+def test_plan_functions_under_jit_vmap_and_grad(rng):
+  x, y, a, b = _problem(rng, n=12, m=10)
+  v = rng.normal(size=10)
+
+  def summaries(x):
+    geom = otkit.PointCloud(x, y)
+    out = otkit.sinkhorn(geom, a, b, epsilon=0.2, tol=1e-12, max_iters=3000)
+    return otkit.transport_cost(geom, out), otkit.apply_plan(geom, out, v, axis=1)
+
+  cost, moved = jax.jit(summaries)(x)
+  eager_cost, eager_moved = summaries(x)
+  np.testing.assert_allclose(cost, eager_cost, rtol=1e-12)
+  np.testing.assert_allclose(moved, eager_moved, rtol=1e-12)
+  xs = np.stack([x, x + 0.5, 2 * x])
+  batched_cost, _ = jax.vmap(summaries)(xs)
+  for i in range(3):
+    np.testing.assert_allclose(batched_cost[i], summaries(xs[i])[0], rtol=1e-10)
+  direction = rng.normal(size=x.shape)
+  grad = jax.grad(lambda x: summaries(x)[0])(jnp.asarray(x))
+  h = 1e-5
+  fd = (summaries(x + h * direction)[0] - summaries(x - h * direction)[0]) / (2 * h)
+  np.testing.assert_allclose(jnp.vdot(grad, direction), fd, rtol=1e-5)
