@@ -75,18 +75,25 @@ class PeakMemory:
 
 def timed(fn, repeats: int, budget: float):
   """Runs ``fn`` (which blocks until its result is ready) once to compile and then up to
-  ``repeats`` times within ``budget`` seconds; returns (result, compile_s, median_s, peak_mb)."""
+  ``repeats`` times within ``budget`` seconds; returns (result, compile_s, median_s, peak_mb).
+
+  The peak memory is that of the first run after compilation (of the compiling run if the
+  budget allows no other)."""
   start = time.perf_counter()
   with PeakMemory() as memory:
     result = fn()
   first = time.perf_counter() - start
+  peak = memory.growth
   times = []
   while len(times) < repeats and sum(times) + (times[-1] if times else first) < budget:
     start = time.perf_counter()
-    result = fn()
+    with PeakMemory() as memory:
+      result = fn()
     times.append(time.perf_counter() - start)
+    if len(times) == 1:
+      peak = memory.growth
   run = statistics.median(times) if times else first
-  return result, max(first - run, 0.0), run, memory.growth
+  return result, max(first - run, 0.0), run, peak
 
 
 # ----------------------------------------------------------------------------- data and error
