@@ -2,11 +2,12 @@
 plain and control-variate estimators.
 
 Each (library, n, d, L) runs in a fresh Python process, so that its peak resident memory
-(``resource.getrusage``) is its own: imports, the data (float32, generated in the process),
+(``resource.getrusage``, and ``VmHWM`` on Linux) is its own: imports, the data (float32, generated in the process),
 compilation and the computation. Times are medians over repeated calls after a first call, which
 for the JAX libraries includes tracing and compilation and is reported apart as ``compile``.
 ``otkit`` sorts with NumPy on CPU (through a host callback); ``otkit-xla`` forces XLA's sort, the
-path used on GPU and TPU. Data: ``x ~ N(0, I_d)``, ``y ~ N(1, 0.64 I_d)``.
+path used on GPU and TPU. Data: ``x ~ N(0, I_d)``, ``y ~ N(1, 0.64 I_d)``, drawn with NumPy in
+the measuring process (and copied to the device for the JAX libraries).
 
 Usage::
 
@@ -42,19 +43,39 @@ TIMEOUT_S = 1200
 # One measurement (runs in its own process)
 
 
-def _peak_rss_mb() -> float:
+def _ru_maxrss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _data(n: int, d: int):
+def _peak_rss_mb() -> float:
+  """Peak resident memory of this process in MB.
+
+  On Linux ``ru_maxrss`` of an exec'd child starts at its parent's resident size (the kernel
+  records the forked address space's high-water mark at ``exec``), so a large parent (a test
+  runner) inflates it; ``VmHWM`` belongs to the exec'd address space alone. Both agree when the
+  parent is small, as this script's driver is.
+  """
+  try:
+    with open("/proc/self/status") as status:
+      for line in status:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return _ru_maxrss_mb()
+
+
+def _data(n: int, d: int, to_device):
+  """``x ~ N(0, I_d)`` and ``y ~ N(1, 0.64 I_d)`` in float32, each handed to ``to_device`` as soon
+  as it is drawn, so that at most one cloud exists twice (host and device copy) at a time."""
   import numpy as np
 
   rng = np.random.default_rng(0)
-  x = rng.standard_normal((n, d), dtype=np.float32)
+  x = to_device(rng.standard_normal((n, d), dtype=np.float32))
   y = rng.standard_normal((n, d), dtype=np.float32)
   y *= 0.8
   y += 1.0
-  return x, y
+  return x, to_device(y)
 
 
 def _runner(library: str, n_projections: int):
@@ -65,7 +86,7 @@ def _runner(library: str, n_projections: int):
     def run(i, x, y):
       return float(ot.sliced_wasserstein_distance(x, y, n_projections=n_projections, seed=i)) ** 2
 
-    return run, lambda x, y: (x, y)
+    return run, lambda cloud: cloud
 
   import jax
   import jax.numpy as jnp
@@ -87,12 +108,14 @@ def _runner(library: str, n_projections: int):
   def run(i, x, y):
     return float(jax.block_until_ready(fn(jax.random.key(i), x, y)))
 
-  return run, lambda x, y: (jnp.asarray(x), jnp.asarray(y))
+  # an owned, aligned device copy (``jnp.asarray`` may alias the NumPy buffer, and XLA then
+  # copies a misaligned one at every call)
+  return run, lambda cloud: jnp.array(cloud, copy=True)
 
 
 def measure(library: str, n: int, d: int, n_projections: int) -> dict:
   run, to_device = _runner(library, n_projections)
-  x, y = to_device(*_data(n, d))
+  x, y = _data(n, d, to_device)
   baseline = _peak_rss_mb()
   start = time.perf_counter()
   value = run(0, x, y)
@@ -107,7 +130,8 @@ def measure(library: str, n: int, d: int, n_projections: int) -> dict:
   median = times[len(times) // 2] if len(times) % 2 else 0.5 * sum(times[len(times) // 2 - 1:][:2])
   return dict(library=library, n=n, d=d, L=n_projections, value=value, first_call_s=first,
               median_s=median, runs=times, compile_s=max(first - median, 0.0),
-              peak_rss_mb=_peak_rss_mb(), rss_before_call_mb=baseline)
+              peak_rss_mb=_peak_rss_mb(), ru_maxrss_mb=_ru_maxrss_mb(),
+              rss_before_call_mb=baseline)
 
 
 def _spawn(library: str, n: int, d: int, n_projections: int) -> dict:
@@ -199,8 +223,10 @@ def markdown(results: list[dict], variance: list[dict], meta: dict) -> str:
   index = {(r["library"], r["n"], r["d"], r["L"]): r for r in results}
   configs = sorted({(r["n"], r["d"], r["L"]) for r in results})
   lines = [
-      f"Sliced W₂², float32, {meta['machine']}; median seconds per call after a first call "
-      "(its compile overhead in the otkit column is `compile`), peak RSS of a fresh process in MB.",
+      f"Sliced W₂² between two clouds of n float32 points in R^d with L projections, "
+      f"{meta['machine']}: median seconds per call after a first call (for otkit the first "
+      "call's extra time, tracing and compilation, is `compile`), and the peak resident memory "
+      "of a fresh process in MB (imports and the data included).",
       "",
       "| n | d | L | otkit s | otkit (XLA sort) s | POT s | ott-jax s | POT / otkit | "
       "otkit compile s | otkit MB | POT MB | ott-jax MB |",
@@ -235,14 +261,22 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="small grid, 20 keys")
   parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
   parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated subset")
+  parser.add_argument("--n", help="comma-separated sizes replacing the grid's n")
+  parser.add_argument("--d", help="comma-separated dimensions replacing the grid's d")
   parser.add_argument("--skip-variance", action="store_true")
+  parser.add_argument("--update", action="store_true",
+                      help="merge into the existing results: re-measured rows replace old ones, "
+                           "the others (and the variance study, with --skip-variance) are kept")
   parser.add_argument("--worker", nargs=4, metavar=("LIB", "N", "D", "L"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
     lib, n, d, n_proj = args.worker
     print(json.dumps(measure(lib, int(n), int(d), int(n_proj))), flush=True)
     return
-  grid = QUICK_GRID if args.quick else FULL_GRID
+  grid = dict(QUICK_GRID if args.quick else FULL_GRID)
+  for axis in ("n", "d"):
+    if getattr(args, axis):
+      grid[axis] = tuple(int(float(v)) for v in getattr(args, axis).split(","))
   libraries = args.libraries.split(",")
   results = []
   for n in grid["n"]:
@@ -261,6 +295,12 @@ def main(argv=None):
               quick=args.quick, python=platform.python_version())
   args.out.mkdir(parents=True, exist_ok=True)
   stem = "sliced.quick" if args.quick else "sliced"
+  if args.update and (args.out / f"{stem}.json").exists():
+    old = json.loads((args.out / f"{stem}.json").read_text())
+    fresh = {(r["library"], r["n"], r["d"], r["L"]) for r in results}
+    results = [r for r in old["timing"] if (r["library"], r["n"], r["d"], r["L"]) not in fresh] + \
+        results
+    variance = variance or old.get("variance", [])
   (args.out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, timing=results,
                                                          variance=variance), indent=1))
   table = markdown(results, variance, meta)

@@ -41,26 +41,40 @@ if hasattr(os, "register_at_fork"):  # a forked child must not reuse the parent'
   os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
-def _rowwise(fn, x: np.ndarray, out_dtype) -> np.ndarray:
-  """``fn(x)`` along the last axis, split over rows between threads for large inputs."""
+def _sorted_rows(x: np.ndarray) -> np.ndarray:
+  """``np.sort(x, axis=-1)`` into one new array, split over rows between threads when large."""
+  out = np.array(x)  # the only allocation: the rows are then sorted in place
+  pool, workers = _pool()
+  rows = out.reshape(-1, out.shape[-1])
+  if pool is None or out.size < _PARALLEL_MIN_SIZE or rows.shape[0] < 2:
+    out.sort(axis=-1)
+    return out
+  bounds = np.linspace(0, rows.shape[0], workers + 1).astype(int)
+  list(pool.map(lambda i: rows[bounds[i]:bounds[i + 1]].sort(axis=-1), range(workers)))
+  return out
+
+
+def _argsorted_rows(x: np.ndarray, stable: bool, dtype) -> np.ndarray:
+  """``np.argsort(x, axis=-1)`` as ``dtype``, split over rows between threads when large."""
   x = np.asarray(x)
+  kind = "stable" if stable else None
   pool, workers = _pool()
   rows = x.reshape(-1, x.shape[-1])
   if pool is None or x.size < _PARALLEL_MIN_SIZE or rows.shape[0] < 2:
-    return np.asarray(fn(x), dtype=out_dtype)
-  out = np.empty(rows.shape, dtype=out_dtype)
+    return np.argsort(x, axis=-1, kind=kind).astype(dtype, copy=False)
+  out = np.empty(rows.shape, dtype=dtype)
   bounds = np.linspace(0, rows.shape[0], workers + 1).astype(int)
 
   def work(i):
-    out[bounds[i]:bounds[i + 1]] = fn(rows[bounds[i]:bounds[i + 1]])
+    out[bounds[i]:bounds[i + 1]] = np.argsort(rows[bounds[i]:bounds[i + 1]], axis=-1, kind=kind)
 
-  list(pool.map(work, range(len(bounds) - 1)))
+  list(pool.map(work, range(workers)))
   return out.reshape(x.shape)
 
 
 def _host(fn, x: Array, dtype) -> Array:
   result = jax.ShapeDtypeStruct(x.shape, dtype)
-  return jax.pure_callback(lambda v: _rowwise(fn, v, dtype), result, x, vmap_method="expand_dims")
+  return jax.pure_callback(fn, result, x, vmap_method="expand_dims")
 
 
 def _dispatch(x: Array, host, xla, impl: str) -> Array:
@@ -79,10 +93,9 @@ def argsort(x: Array, impl: str = "auto", stable: bool = False) -> Array:
   """The permutation that sorts ``x`` along its last axis (integers, no gradient)."""
   x = jax.lax.stop_gradient(x)
   dtype = _index_dtype(x.shape[-1])
-  kind = "stable" if stable else None
 
   def host(v):
-    return _host(lambda r: np.argsort(r, axis=-1, kind=kind), v, dtype)
+    return _host(lambda r: _argsorted_rows(r, stable, dtype), v, dtype)
 
   def xla(v):
     return jnp.argsort(v, axis=-1, stable=stable).astype(dtype)
@@ -99,7 +112,7 @@ def sort(x: Array, impl: str = "auto") -> Array:
   """
 
   def host(v):
-    return _host(lambda r: np.sort(r, axis=-1), v, v.dtype)
+    return _host(_sorted_rows, v, v.dtype)
 
   def xla(v):
     return jnp.sort(v, axis=-1)

@@ -38,9 +38,10 @@ from otkit.closed_form import _sorting
 
 Array = jax.Array
 CONTROL_VARIATES = (None, "lower", "upper")
-# Budget for the projected points of one chunk; sets the default chunk size.
-CHUNK_BYTES = 64 * 2**20
-MAX_CHUNK = 256
+# Budget for the projected points of one chunk, which sets the default chunk size. Each chunk
+# also streams the clouds once through the projection, so for large d up to 4× more is allowed.
+CHUNK_BYTES = 16 * 2**20
+MAX_CHUNK = 128
 
 
 @jax.tree_util.register_dataclass
@@ -210,9 +211,10 @@ def _check_clouds(x, y, a, b):
   return x, y, a, b, uniform
 
 
-def default_chunk_size(n: int, m: int, itemsize: int, n_projections: int) -> int:
-  chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // ((n + m) * itemsize)))
-  return min(chunk, n_projections)
+def default_chunk_size(n: int, m: int, d: int, itemsize: int, n_projections: int) -> int:
+  by_memory = CHUNK_BYTES // ((n + m) * itemsize)
+  chunk = max(by_memory, min(d // 8, 4 * by_memory))
+  return max(1, min(MAX_CHUNK, chunk, n_projections))
 
 
 def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
@@ -235,8 +237,9 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
     p: exponent ``>= 1`` of the ground cost (static).
     control_variate: ``None``, ``"lower"`` or ``"upper"`` (static); any ``p`` is allowed, the
       variates are designed for ``p = 2``.
-    chunk_size: directions evaluated together (static); default: as many as fit in 64 MiB of
-      projected points, at most 256. The result does not depend on it.
+    chunk_size: directions evaluated together (static); default: as many as fit in 16 MiB of
+      projected points (up to 4× more for large ``d``), at most 128. The result does not depend
+      on it.
     sort_impl: ``"auto"`` (NumPy's sort on CPU, XLA's elsewhere), ``"numpy"`` or ``"xla"``.
 
   Returns:
@@ -259,7 +262,8 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
   control_variate = V.check_choice("control_variate", control_variate, CONTROL_VARIATES)
   impl = V.check_choice("sort_impl", sort_impl, _sorting.IMPLS)
   if chunk_size is None:
-    chunk_size = default_chunk_size(x.shape[0], y.shape[0], x.dtype.itemsize, n_projections)
+    chunk_size = default_chunk_size(x.shape[0], y.shape[0], x.shape[1], x.dtype.itemsize,
+                                    n_projections)
   chunk_size = V.check_static_int("chunk_size", chunk_size)
   thetas = directions(key, n_projections, x.shape[1], x.dtype)
   return _sliced(thetas, x, y, a, b, uniform, p, control_variate, min(chunk_size, n_projections),
