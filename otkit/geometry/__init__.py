@@ -2,5 +2,7 @@
 
 from otkit.geometry._costs import Cosine, CustomCost, Euclidean, PNorm, SqEuclidean
 from otkit.geometry._geometry import CostMatrix, PointCloud
+from otkit.geometry._labelled import LabelledPointCloud
 
-__all__ = ["CostMatrix", "Cosine", "CustomCost", "Euclidean", "PNorm", "PointCloud", "SqEuclidean"]
+__all__ = ["CostMatrix", "Cosine", "CustomCost", "Euclidean", "LabelledPointCloud", "PNorm",
+           "PointCloud", "SqEuclidean"]

@@ -164,7 +164,11 @@ def validate_geometry(geom):
     if geom.chunk_size is not None:
       V.check_static_int("chunk_size", geom.chunk_size)
     return _replace(geom, cost_matrix=c)
-  raise ValueError(f"`geom` must be an otkit.PointCloud or otkit.CostMatrix; got {type(geom).__name__}.")
+  from otkit.geometry import _labelled  # imported here: it builds on this module
+  if isinstance(geom, _labelled.LabelledPointCloud):
+    return _labelled.validate(geom)
+  raise ValueError(f"`geom` must be an otkit.PointCloud, otkit.CostMatrix or "
+                   f"otkit.LabelledPointCloud; got {type(geom).__name__}.")
 
 
 def _replace(geom, **changes):
