@@ -7,10 +7,12 @@ Each subpackage lists its public names in ``__all__``; they are re-exported here
 """
 
 from otkit import closed_form as _closed_form
+from otkit import datasets as _datasets
 from otkit import estimators as _estimators
 from otkit import geometry as _geometry
 from otkit import solvers as _solvers
 from otkit.closed_form import *  # noqa: F401,F403
+from otkit.datasets import *  # noqa: F401,F403
 from otkit.estimators import *  # noqa: F401,F403
 from otkit.geometry import *  # noqa: F401,F403
 from otkit.solvers import *  # noqa: F401,F403
@@ -18,4 +20,4 @@ from otkit.solvers import *  # noqa: F401,F403
 __version__ = "0.1.0"
 
 __all__ = sorted([*_geometry.__all__, *_solvers.__all__, *_estimators.__all__,
-                  *_closed_form.__all__])
+                  *_closed_form.__all__, *_datasets.__all__])
