@@ -10,6 +10,7 @@ are reported on one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -176,8 +177,9 @@ def demo(args) -> int:
     print("  ".join(cells))
   eps = table[-1][1]
   out = otkit.sinkhorn(geom, epsilon=eps, tol=1e-4, max_iters=10000)
-  _plot_plan(x, y, np.asarray(otkit.transport_plan(geom, out)), args.out)
-  print(f"(times include compilation)\nwrote {args.out}")
+  path = args.out if os.path.splitext(args.out)[1] else args.out + ".png"
+  _plot_plan(x, y, np.asarray(otkit.transport_plan(geom, out)), path)
+  print(f"(times include compilation)\nwrote {path}")
   return 0
 
 

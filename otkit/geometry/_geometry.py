@@ -7,6 +7,10 @@ Two final dataclasses share one small protocol (``shape``, ``row_data``, ``block
   never holds the n×m matrix ("online" geometry): memory is O((n + m)·d + block·m).
 * :class:`CostMatrix` wraps a dense, user-given ``(n, m)`` cost matrix.
 
+In the automatic mode (``chunk_size=None``) the solvers call :func:`materialize`, which stores a
+small problem's cost matrix once per solve when evaluating an entry costs more than reading it
+back (high-dimensional points, costs evaluated pair by pair); above 2²⁵ entries it stays online.
+
 Epsilon is deliberately *not* part of a geometry: it is an argument of the solvers.
 """
 
@@ -28,6 +32,10 @@ Array = jax.Array
 _CPU_BLOCK_ELEMENTS = 1 << 21
 _ACCELERATOR_BLOCK_ELEMENTS = 1 << 26
 _SAME = object()  # default of PointCloud's `y`: the same points as `x`
+# `materialize` stores at most this many cost entries (128 MB of float32) ...
+_DENSE_MAX_ELEMENTS = 1 << 25
+# ... for points of at least this dimension, where a d-term cost beats a memory read.
+_DENSE_MIN_DIM = 16
 
 
 def _auto_block_rows(n: int, m: int, chunk_size: int | None) -> int:
@@ -48,7 +56,9 @@ class PointCloud:
     cost_fn: an otkit cost (default :class:`SqEuclidean`, ``‖x − y‖²``) or any callable
       ``c(x_i, y_j) -> scalar`` on points of shape ``(d,)``.
     chunk_size: rows per block in the online reductions (static). ``None`` picks a block of
-      about 2²¹ cost entries on CPU (2²⁶ on accelerators); a problem smaller than that is one block.
+      about 2²¹ cost entries on CPU (2²⁶ on accelerators), and lets the solvers store the cost
+      matrix of a problem with at most 2²⁵ entries when that is faster (``d ≥ 16`` or a cost
+      evaluated pair by pair). Set it to stay online whatever the size.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -96,6 +106,12 @@ class PointCloud:
     return _replace(self, x=self.y, y=self.x, cost_fn=_costs.transposed_cost(self.cost_fn))
 
   @property
+  def prefers_dense(self) -> bool:
+    """Whether reading a stored entry is cheaper than evaluating it (see :func:`materialize`)."""
+    return (self.x.shape[1] >= _DENSE_MIN_DIM
+            or isinstance(self.cost_fn, (_costs.PNorm, _costs.CustomCost)))
+
+  @property
   def cost_matrix(self) -> Array:
     """The dense ``(n, m)`` cost matrix (for small problems and inspection)."""
     return self.cost_fn.pairwise(self.x, self.y)
@@ -108,7 +124,8 @@ class CostMatrix:
 
   Args:
     cost_matrix: shape ``(n, m)``, finite.
-    chunk_size: rows per block in the reductions (static); ``None`` picks it from the size.
+    chunk_size: rows per block in the reductions (static); ``None`` reduces a matrix of up to
+      2²⁵ entries in one pass (XLA fuses it, no temporaries) and larger ones in blocks.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -134,13 +151,37 @@ class CostMatrix:
 
   @property
   def block_rows(self) -> int:
-    return _auto_block_rows(*self.shape, self.chunk_size)
+    n, m = self.shape
+    if self.chunk_size is None and n * m <= _DENSE_MAX_ELEMENTS:
+      return n
+    return _auto_block_rows(n, m, self.chunk_size)
 
   def block_cost(self, rows: Array) -> Array:
     return rows
 
   def transpose(self) -> "CostMatrix":
     return _replace(self, cost_matrix=self.cost_matrix.T)
+
+
+def materialize(geom):
+  """The geometry a solver iterates with: ``geom``, or its stored :class:`CostMatrix`.
+
+  A geometry in the automatic mode (``chunk_size=None``) whose ``prefers_dense`` property holds
+  and which has at most 2²⁵ entries is evaluated once, ``block_cost(row_data)``, so each
+  Sinkhorn sweep reads costs instead of recomputing them (a d = 64 point cloud sweeps about twice
+  as fast on CPU). Differentiable: gradients reach the points through the stored matrix.
+
+  Args:
+    geom: any geometry, shape ``(n, m)``.
+
+  Returns:
+    A geometry with the same costs.
+  """
+  n, m = geom.shape
+  if (isinstance(geom, CostMatrix) or geom.chunk_size is not None
+      or not getattr(geom, "prefers_dense", False) or n * m > _DENSE_MAX_ELEMENTS):
+    return geom
+  return CostMatrix(geom.block_cost(geom.row_data))
 
 
 def validate_geometry(geom):

@@ -25,7 +25,7 @@ from flax.nnx.nn import dtypes
 from otkit import _validation as V
 from otkit.nn import _rank
 from otkit.nn import _spectral
-from otkit.nn._dense import INITS, default_kernel_init
+from otkit.nn._dense import INITS, default_kernel_init, left_factor, set_factor_params
 
 Array = jax.Array
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -170,21 +170,13 @@ class FactorizedConv(nnx.Module):
       make = _independent_factors
     u, v = make(rngs.params(), kernel_init=kernel_init, shape=self.kernel_shape, rank=r,
                 dtype=param_dtype)
-    self.u = nnx.Param(u)
-    self.v = nnx.Param(v)
-    self.m = nnx.Param(_spectral.identity_middle(r, param_dtype)) if square else nnx.data(None)
-    if use_bias:
-      self.bias = nnx.Param(bias_init(rngs.params(), (c_out,), param_dtype))
-    else:
-      self.bias = nnx.data(None)
-    self.in_features, self.out_features, self.rank = c_in, c_out, r
-    self.square, self.use_bias = square, use_bias
-    self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+    set_factor_params(self, u, v, in_features=c_in, out_features=c_out, rank=r, square=square,
+                      use_bias=use_bias, bias_init=bias_init, dtype=dtype,
+                      param_dtype=param_dtype, precision=precision, rngs=rngs)
 
   def full_kernel(self) -> Array:
     """The product kernel, shape ``(k_h, k_w, c_in, c_out)`` (``nnx.Conv`` layout)."""
-    u = self.u[...] if self.m is None else self.u[...] @ self.m[...]
-    return _kernel_from_matrix(u @ self.v[...].T, self.kernel_shape)
+    return _kernel_from_matrix(left_factor(self) @ self.v[...].T, self.kernel_shape)
 
   def _conv(self, x: Array, kernel: Array, strides, padding, dilation) -> Array:
     return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,

@@ -28,6 +28,28 @@ INITS = ("spectral", "independent")
 default_kernel_init = nnx.initializers.lecun_normal()
 
 
+def set_factor_params(layer: nnx.Module, u: Array, v: Array, *, in_features: int,
+                      out_features: int, rank: int, square: bool, use_bias: bool, bias_init,
+                      dtype, param_dtype, precision, rngs: nnx.Rngs) -> None:
+  """Stores the factors ``u``, ``v`` (and an identity middle factor if ``square``), the bias and
+  the layer's options on ``layer``: the parameter layout every factorised layer shares."""
+  layer.u = nnx.Param(u)
+  layer.v = nnx.Param(v)
+  layer.m = nnx.Param(_spectral.identity_middle(rank, param_dtype)) if square else nnx.data(None)
+  if use_bias:
+    layer.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
+  else:
+    layer.bias = nnx.data(None)
+  layer.in_features, layer.out_features, layer.rank = in_features, out_features, rank
+  layer.square, layer.use_bias = square, use_bias
+  layer.dtype, layer.param_dtype, layer.precision = dtype, param_dtype, precision
+
+
+def left_factor(layer: nnx.Module) -> Array:
+  """``u`` or, with a middle factor, ``u m``: the left factor of the product kernel."""
+  return layer.u[...] if layer.m is None else layer.u[...] @ layer.m[...]
+
+
 @functools.partial(jax.jit, static_argnames=("kernel_init", "shape", "rank", "dtype"))
 def _independent_factors(key: Array, *, kernel_init, shape: tuple[int, int], rank: int,
                          dtype) -> tuple[Array, Array]:
@@ -92,21 +114,13 @@ class FactorizedDense(nnx.Module):
     make = _spectral.spectral_factors if init == "spectral" else _independent_factors
     u, v = make(rngs.params(), kernel_init=kernel_init, shape=(in_features, out_features), rank=r,
                 dtype=param_dtype)
-    self.u = nnx.Param(u)
-    self.v = nnx.Param(v)
-    self.m = nnx.Param(_spectral.identity_middle(r, param_dtype)) if square else nnx.data(None)
-    if use_bias:
-      self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
-    else:
-      self.bias = nnx.data(None)
-    self.in_features, self.out_features, self.rank = in_features, out_features, r
-    self.square, self.use_bias = square, use_bias
-    self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+    set_factor_params(self, u, v, in_features=in_features, out_features=out_features, rank=r,
+                      square=square, use_bias=use_bias, bias_init=bias_init, dtype=dtype,
+                      param_dtype=param_dtype, precision=precision, rngs=rngs)
 
   def full_kernel(self) -> Array:
     """The product kernel ``u m vᵀ``, shape ``(in_features, out_features)`` (``nnx.Linear`` layout)."""
-    u = self.u[...] if self.m is None else self.u[...] @ self.m[...]
-    return u @ self.v[...].T
+    return left_factor(self) @ self.v[...].T
 
   def __call__(self, inputs: Array) -> Array:
     """Applies the layer to ``inputs`` of shape ``(..., in_features)``; returns ``(..., out_features)``."""

@@ -24,6 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from otkit.geometry import _geometry as G
 from otkit.solvers import _dual
 
 Array = jax.Array
@@ -48,6 +49,7 @@ def adjoint_solve(problem: _dual.Problem, f: Array, g: Array, cotangent, *,
     ``w = (w_f, w_g)``.
   """
   tol = _default_cg_tol(f.dtype) if tol is None else tol
+  problem = problem._replace(geom=G.materialize(problem.geom))
 
   def residual(z):
     return _dual.optimality_residual(problem, z)

@@ -231,6 +231,7 @@ def solve_problem(problem: _dual.Problem, init, tol, decay, *, max_iters, fixed_
 
   def solve(problem, controls):
     init, tol, decay = controls
+    problem = problem._replace(geom=G.materialize(problem.geom))
     schedule = Schedule(problem.epsilon, _anneal_start(problem, anneal), decay)
     state = run_sinkhorn(problem, schedule, init, tol, max_iters=max_iters,
                          fixed_iters=fixed_iters, differentiable=grad_mode == "unroll",

@@ -43,6 +43,26 @@ def test_dense_and_online_geometries_agree(rng):
   np.testing.assert_allclose(out1.g, out2.g, atol=1e-8)
 
 
+@pytest.mark.parametrize("cost_fn, grad_mode", [(None, "unroll"), (otkit.PNorm(p=1.5), "implicit")])
+def test_stored_cost_matrix_path_matches_pot_and_online_gradients(rng, cost_fn, grad_mode):
+  # d = 20 (or a cost evaluated pair by pair) in the automatic mode stores the cost matrix.
+  x, y, a, b = _problem(rng, d=20)
+  auto = otkit.PointCloud(x, y, cost_fn=cost_fn)
+  assert auto.prefers_dense
+  C = np.asarray(auto.cost_matrix)
+  out = otkit.sinkhorn(auto, a, b, epsilon=0.05 * C.mean(), tol=1e-12, max_iters=20000)
+  P_pot = ot.sinkhorn(a, b, C, 0.05 * C.mean(), method="sinkhorn_log", stopThr=1e-14,
+                      numItermax=100000)
+  np.testing.assert_allclose(otkit.transport_plan(auto, out), P_pot, atol=1e-8, rtol=0)
+
+  def value(x, chunk_size):
+    geom = otkit.PointCloud(x, y, cost_fn=cost_fn, chunk_size=chunk_size)
+    return otkit.sinkhorn(geom, a, b, epsilon=0.2 * C.mean(), tol=1e-10, max_iters=300,
+                          grad_mode=grad_mode).value
+
+  np.testing.assert_allclose(jax.grad(value)(x, None), jax.grad(value)(x, 7), rtol=1e-7, atol=1e-10)
+
+
 def test_transport_cost_approaches_exact_emd(rng):
   x, y, a, b = _problem(rng, n=40, m=40)
   C = _sq_cost(x, y)
