@@ -1,7 +1,9 @@
 """Entropic OT solvers and what derives from their potentials."""
 
+from otkit.solvers._assignment import AssignmentOutput, assignment
 from otkit.solvers._output import SinkhornOutput, check
 from otkit.solvers._plan import apply_plan, transport_cost, transport_plan
 from otkit.solvers._sinkhorn import sinkhorn
 
-__all__ = ["SinkhornOutput", "apply_plan", "check", "sinkhorn", "transport_cost", "transport_plan"]
+__all__ = ["AssignmentOutput", "assignment",
+           "SinkhornOutput", "apply_plan", "check", "sinkhorn", "transport_cost", "transport_plan"]
