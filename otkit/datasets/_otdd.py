@@ -248,7 +248,7 @@ def _weight(name: str, value, dtype) -> Array:
 def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=True,
          feature_weight=1.0, label_weight=1.0, inner_epsilon=None, inner_debiased=True,
          num_classes=None, max_class_size=None, embedding: Callable | None = None,
-         chunk_size=None, tol=1e-3, max_iters=2000, anneal="auto", anneal_decay=0.5,
+         chunk_size=None, tol=1e-3, max_iters=2000, anneal=True, anneal_decay=0.5,
          grad_mode="envelope", cg_maxiter=500, inner_tol=None, inner_max_iters=None) -> OTDDOutput:
   """The optimal-transport dataset distance (OTDD) between two labelled datasets.
 
@@ -280,8 +280,10 @@ def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=Tru
     embedding: optional function ``(n, d) -> (n, d')`` applied to both feature arrays first
       (e.g. a projection ``lambda x: x @ P``, or a trained encoder).
     chunk_size: rows per block of the outer online reductions (static).
-    tol, max_iters, anneal, anneal_decay, cg_maxiter: outer solver options, as in
-      :func:`otkit.sinkhorn`.
+    tol, max_iters, anneal_decay, cg_maxiter: outer solver options, as in :func:`otkit.sinkhorn`.
+    anneal: ε-annealing of the outer problems, as in :func:`otkit.sinkhorn` but on by default:
+      the label term splits the cost into blocks (one per class pair), and without annealing the
+      balance of mass between blocks converges very slowly at moderate ε.
     grad_mode: outer derivative mode; ``"envelope"`` (default) gives exact first derivatives of
       ``value`` (Danskin) without a linear solve; ``"implicit"``/``"unroll"`` as in
       :func:`otkit.sinkhorn`.

@@ -49,7 +49,7 @@ def encode_labels(name: str, labels: Array) -> tuple[tuple, Array]:
     raise ValueError(f"`{name}` is traced (inside jit/vmap/grad), so its classes cannot be found; "
                      "pass `num_classes` with labels already in [0, num_classes).")
   classes, codes = np.unique(np.asarray(labels), return_inverse=True)
-  return tuple(int(c) for c in classes), jnp.asarray(codes.reshape(-1).astype(np.int32))
+  return tuple(int(c) for c in classes), codes.reshape(-1).astype(np.int32)
 
 
 def check_classes(name: str, labels: Array, num_classes: int) -> None:

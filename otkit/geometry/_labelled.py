@@ -111,7 +111,8 @@ def check_labels(name: str, labels: Any, n: int, num_classes: int | None = None)
   """Validates integer class indices of shape ``(n,)`` (in ``[0, num_classes)`` when given)."""
   if labels is None:
     raise ValueError(f"`{name}` is required, got None.")
-  arr = jnp.asarray(labels)
+  # Concrete labels stay NumPy (so that they stay concrete inside a caller's jit).
+  arr = labels if isinstance(labels, jax.core.Tracer) else np.asarray(labels)
   if not jnp.issubdtype(arr.dtype, jnp.integer):
     raise ValueError(f"`{name}` must hold integer class labels; got dtype {arr.dtype}. "
                      f"Convert them, e.g. `{name}.astype(int)`.")
