@@ -16,6 +16,7 @@ from otkit.datasets import *  # noqa: F401,F403
 from otkit.estimators import *  # noqa: F401,F403
 from otkit.geometry import *  # noqa: F401,F403
 from otkit.solvers import *  # noqa: F401,F403
+from otkit import flows  # noqa: E402,F401  (a subpackage, reached as otkit.flows)
 
 __version__ = "0.1.0"
 
