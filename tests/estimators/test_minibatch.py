@@ -1,0 +1,160 @@
+"""The mini-batch OT estimator: each pair's cost against POT's exact ot.emd2 on the same batches,
+the Sinkhorn inner solver against POT, gradients against finite differences, jit/vmap, the
+sampling policy and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+from scipy.special import logsumexp
+
+import otkit
+from otkit.estimators import _minibatch
+
+N, M, K = 120, 16, 12
+
+
+def _clouds(seed=0, n=N, d=2, dtype=np.float64):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d))
+  y = rng.normal(size=(n, d)) * np.linspace(0.5, 1.0, d) + 1.0
+  return x.astype(dtype), y.astype(dtype)
+
+
+def _batches(key, x, y, m, k):
+  """The indices the estimator draws for `key` (uniform weights)."""
+  key_x, key_y = jax.random.split(key)
+  return (np.asarray(_minibatch.sample_batches(key_x, x.shape[0], None, m, k)),
+          np.asarray(_minibatch.sample_batches(key_y, y.shape[0], None, m, k)))
+
+
+def _emd2(xb, yb):
+  return ot.emd2([], [], ot.dist(np.asarray(xb, np.float64), np.asarray(yb, np.float64)))
+
+
+def test_exact_inner_matches_pot_on_every_pair(dtype):
+  x, y = _clouds(dtype=dtype)
+  key = jax.random.key(3)
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K)
+  ix, iy = _batches(key, x, y, M, K)
+  expected = np.array([_emd2(x[i], y[j]) for i, j in zip(ix, iy)])
+  rtol = 1e-5 if dtype == np.float32 else 1e-12
+  np.testing.assert_allclose(out.costs, expected, rtol=rtol)
+  np.testing.assert_allclose(out.value, expected.mean(), rtol=rtol)
+  np.testing.assert_allclose(out.std_error, expected.std(ddof=1) / np.sqrt(K), rtol=1e-4)
+  assert out.value.dtype == dtype and bool(out.converged)
+  for batch in ix:  # uniform weights: no point repeated within a batch
+    assert len(set(batch.tolist())) == M
+
+
+def test_exact_inner_in_higher_dimension_and_other_cost():
+  x, y = _clouds(d=24)  # above the warm-start dimension
+  key = jax.random.key(4)
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4)
+  ix, iy = _batches(key, x, y, M, 4)
+  np.testing.assert_allclose(out.costs, [_emd2(x[i], y[j]) for i, j in zip(ix, iy)], rtol=1e-12)
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4, cost_fn=otkit.Euclidean())
+  expected = [ot.emd2([], [], ot.dist(x[i], y[j], metric="euclidean")) for i, j in zip(ix, iy)]
+  np.testing.assert_allclose(out.costs, expected, rtol=1e-12)
+
+
+def _entropic_plan(c, eps, iters=5000):
+  """Reference log-domain Sinkhorn (float64 NumPy, uniform weights) run far past convergence."""
+  m = c.shape[0]
+  f, g = np.zeros(m), np.zeros(m)
+  for _ in range(iters):
+    f = -eps * logsumexp((g[None, :] - c) / eps - np.log(m), axis=1)
+    g = -eps * logsumexp((f[:, None] - c) / eps - np.log(m), axis=0)
+  return np.exp((f[:, None] + g[None, :] - c) / eps) / m**2
+
+
+def test_sinkhorn_inner_is_the_primal_cost_of_the_entropic_plan():
+  x, y = _clouds()
+  key, eps = jax.random.key(5), 0.5
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4, inner="sinkhorn", epsilon=eps,
+                           tol=1e-10, max_iters=5000)
+  ix, iy = _batches(key, x, y, M, 4)
+  for cost, i, j in zip(np.asarray(out.costs), ix, iy):
+    c = ot.dist(x[i], y[j])
+    np.testing.assert_allclose(cost, np.sum(_entropic_plan(c, eps) * c), rtol=1e-8)
+    assert cost >= _emd2(x[i], y[j])  # a feasible plan's cost bounds OT from above
+  assert bool(out.converged)
+
+
+def _fd_check(fn, x, seed=0, h=1e-6, rtol=1e-5):
+  d = np.random.default_rng(seed).normal(size=x.shape)
+  grad = jax.grad(fn)(jnp.asarray(x))
+  fd = (fn(jnp.asarray(x + h * d)) - fn(jnp.asarray(x - h * d))) / (2 * h)
+  np.testing.assert_allclose(jnp.vdot(grad, d), fd, rtol=rtol)
+
+
+def test_gradients_match_finite_differences():
+  x, y = _clouds(n=40)
+  key = jax.random.key(6)
+  exact = lambda x: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=6).value
+  _fd_check(exact, x)  # piecewise quadratic in x: exact away from ties
+  # Implicit differentiation through Sinkhorn; the step is large enough that the solver's
+  # tolerance (1e-10) does not pollute the difference quotient.
+  entropic = lambda y: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=2, inner="sinkhorn",
+                                          epsilon=0.1, tol=1e-10, max_iters=3000).value
+  _fd_check(entropic, y, h=1e-4, rtol=1e-5)
+
+
+def test_jit_and_vmap_over_keys():
+  x, y = _clouds()
+  fn = lambda key, x: otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=5).value
+  keys = jax.random.split(jax.random.key(7), 3)
+  eager = [fn(k, x) for k in keys]
+  np.testing.assert_allclose(jax.jit(fn)(keys[0], x), eager[0], rtol=1e-12)
+  np.testing.assert_allclose(jax.vmap(fn, in_axes=(0, None))(keys, x), eager, rtol=1e-12)
+
+
+def test_weights_and_a_batch_size_that_does_not_divide_n():
+  x, y = _clouds()
+  a = np.zeros(N)
+  a[: N // 2] = 2.0 / N  # only the first half of x carries mass: drawn with replacement
+  out = otkit.minibatch_ot(jax.random.key(8), x, y, a, batch_size=M, n_batches=K)
+  assert bool(out.converged) and np.isfinite(float(out.value))
+  # The batch size is a policy, not a divisor: 7 does not divide 120.
+  out = otkit.minibatch_ot(jax.random.key(8), x, y, batch_size=7, n_batches=K)
+  ix, iy = _batches(jax.random.key(8), x, y, 7, K)
+  np.testing.assert_allclose(out.costs, [_emd2(x[i], y[j]) for i, j in zip(ix, iy)], rtol=1e-12)
+
+
+def test_sampled_batches_follow_the_weights():
+  w = np.array([0.0, 0.7, 0.3])
+  idx = np.asarray(_minibatch.sample_batches(jax.random.key(0), 3, jnp.asarray(w), 50, 40))
+  freq = np.bincount(idx.ravel(), minlength=3) / idx.size
+  np.testing.assert_allclose(freq, w, atol=0.03)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(batch_size=0, n_batches=2), "batch_size"),
+    (dict(batch_size=N + 1, n_batches=2), "batch_size"),
+    (dict(batch_size=2.5, n_batches=2), "batch_size"),
+    (dict(batch_size=4, n_batches=0), "n_batches"),
+    (dict(batch_size=4, n_batches=2, inner="emd"), "inner"),
+    (dict(batch_size=4, n_batches=2, inner="sinkhorn"), "epsilon"),
+    (dict(batch_size=4, n_batches=2, inner="sinkhorn", epsilon=0.0), "epsilon"),
+    (dict(batch_size=4, n_batches=2, epsilon=0.1), "epsilon"),
+])
+def test_bad_options(kwargs, match):
+  x, y = _clouds()
+  with pytest.raises(ValueError, match=match):
+    otkit.minibatch_ot(jax.random.key(0), x, y, **kwargs)
+
+
+def test_bad_data():
+  x, y = _clouds()
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="key"):
+    otkit.minibatch_ot(None, x, y, batch_size=4, n_batches=2)
+  with pytest.raises(ValueError, match="`x`"):
+    otkit.minibatch_ot(key, np.where(np.eye(N, 2) > 0, np.nan, x), y, batch_size=4, n_batches=2)
+  with pytest.raises(ValueError, match="dimension"):
+    otkit.minibatch_ot(key, x, y[:, :1], batch_size=4, n_batches=2)
+  with pytest.raises(ValueError, match="`a`"):
+    otkit.minibatch_ot(key, x, y, -np.ones(N), batch_size=4, n_batches=2)
+  with pytest.raises(ValueError, match="empty"):
+    otkit.minibatch_ot(key, x[:0], y, batch_size=4, n_batches=2)

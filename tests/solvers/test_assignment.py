@@ -1,0 +1,140 @@
+"""Exact assignment: scipy's linear_sum_assignment as the oracle (integer and real costs, n from 2
+to 256), the optimality certificate, forbidden pairs, warm starts, jit/vmap/grad and bad input."""
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+import otkit
+from otkit.solvers import _assignment
+
+# 200 problems: (n, how many); half of each group has integer costs.
+SIZES = ((2, 30), (3, 30), (7, 30), (16, 30), (33, 30), (64, 30), (128, 12), (256, 8))
+
+batched = jax.jit(otkit.assignment)
+vmapped = jax.jit(jax.vmap(otkit.assignment))
+
+
+def _problems(n, count, seed):
+  rng = np.random.default_rng(seed)
+  half = count // 2
+  integer = rng.integers(0, 50, size=(half, n, n)).astype(np.float64)
+  real = rng.normal(size=(count - half, n, n)) ** 2
+  return integer, real
+
+
+def _scipy_cost(c):
+  rows, cols = linear_sum_assignment(c)
+  return c[rows, cols].sum()
+
+
+def _check_against_scipy(out, costs, rtol):
+  for c, perm, value in zip(costs, np.asarray(out.perm), np.asarray(out.cost)):
+    assert sorted(perm.tolist()) == list(range(c.shape[0]))
+    expected = _scipy_cost(c)
+    np.testing.assert_allclose(value, expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(c[np.arange(c.shape[0]), perm].sum(), value, rtol=rtol)
+  assert np.all(np.asarray(out.converged))
+
+
+@pytest.mark.parametrize("n,count", SIZES)
+def test_matches_scipy_under_jit_and_vmap(n, count):
+  integer, real = _problems(n, count, seed=n)
+  out = batched(jnp.asarray(integer))  # integer-valued: exact
+  _check_against_scipy(out, integer, rtol=0.0)
+  np.testing.assert_array_equal(np.asarray(out.gap), 0.0)
+  out = vmapped(jnp.asarray(real))
+  _check_against_scipy(out, real, rtol=1e-12)
+  assert np.all(np.asarray(out.gap) <= 1e-12 * n * real.max())
+
+
+def test_integer_dtype_and_float32(rng):
+  c = rng.integers(0, 1000, size=(20, 20))
+  out = otkit.assignment(c)
+  assert out.cost == _scipy_cost(c) and float(out.gap) == 0.0
+  c32 = rng.random((6, 40, 40)).astype(np.float32)
+  out = otkit.assignment(c32)
+  assert out.cost.dtype == jnp.float32 and out.f.dtype == jnp.float32
+  # float32: the matching is optimal up to rounding of the potentials (certified by `gap`).
+  for c, value, gap in zip(c32, np.asarray(out.cost), np.asarray(out.gap)):
+    expected = _scipy_cost(c.astype(np.float64))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    assert gap <= 1e-4 * expected
+
+
+def test_certificate_potentials(rng):
+  c = rng.normal(size=(30, 30))
+  out = otkit.assignment(c)
+  f, g = np.asarray(out.f), np.asarray(out.g)
+  assert np.max(f[:, None] + g[None, :] - c) <= 1e-12
+  np.testing.assert_allclose(f.sum() + g.sum(), out.cost, rtol=1e-12)
+  perm = np.asarray(out.perm)
+  np.testing.assert_allclose(f + g[perm], c[np.arange(30), perm], atol=1e-12)
+
+
+def test_forbidden_pairs_and_warm_start(rng):
+  c = rng.random((4, 12, 12))
+  c[rng.random(c.shape) < 0.4] = np.inf
+  c[:, np.arange(12), np.roll(np.arange(12), 3)] = 2.0  # keep a feasible assignment
+  out = otkit.assignment(c)
+  for problem, value in zip(c, np.asarray(out.cost)):
+    np.testing.assert_allclose(value, _scipy_cost(np.where(np.isinf(problem), 1e6, problem)),
+                               rtol=1e-12)
+  warm = otkit.assignment(c, init=rng.normal(size=(4, 12)) * 10.0)
+  np.testing.assert_allclose(warm.cost, out.cost, rtol=1e-12)
+
+
+def test_single_and_batched_agree_and_no_recompile(rng):
+  c = rng.random((5, 9, 9))
+  many = otkit.assignment(c, batch_size=2)
+  for k in range(5):
+    one = otkit.assignment(c[k])
+    np.testing.assert_array_equal(one.perm, many.perm[k])
+  size = _assignment.solve_batch._cache_size()
+  otkit.assignment(c + 1.0, batch_size=2)
+  assert _assignment.solve_batch._cache_size() == size
+
+
+def test_gradient_is_the_permutation_matrix(rng):
+  c = rng.normal(size=(8, 8))
+  grad = jax.grad(lambda c: otkit.assignment(c).cost)(jnp.asarray(c))
+  perm = np.asarray(otkit.assignment(c).perm)
+  np.testing.assert_array_equal(grad, np.eye(8)[perm])
+  # Away from ties the optimal cost is linear in C: finite differences agree exactly.
+  d = rng.normal(size=(8, 8))
+  fd = (otkit.assignment(c + 1e-6 * d).cost - otkit.assignment(c - 1e-6 * d).cost) / 2e-6
+  np.testing.assert_allclose(fd, np.sum(np.asarray(grad) * d), rtol=1e-6)
+
+
+def test_failure_is_reported_inside_jit():
+  c = jnp.full((4, 4), jnp.nan)
+  out = jax.jit(otkit.assignment)(c)
+  assert not bool(out.converged)
+  infeasible = jnp.array([[1.0, jnp.inf], [2.0, jnp.inf]])
+  out = jax.jit(otkit.assignment)(infeasible)
+  assert not bool(out.converged)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((3, 4)), "square"),
+    (np.zeros((0, 0)), "empty"),
+    (np.zeros(5), "square"),
+    (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
+    (np.array([[0.0, -np.inf], [1.0, 2.0]]), "-inf"),
+    (np.array([[np.inf, np.inf], [1.0, 2.0]]), "no finite entry"),
+])
+def test_bad_cost_matrix(bad, match):
+  with pytest.raises(ValueError, match=match):
+    otkit.assignment(bad)
+
+
+def test_bad_options():
+  with pytest.raises(ValueError, match="init"):
+    otkit.assignment(np.zeros((3, 3)), init=np.zeros(4))
+  with pytest.raises(ValueError, match="init"):
+    otkit.assignment(np.zeros((3, 3)), init=np.array([0.0, np.inf, 0.0]))
+  with pytest.raises(ValueError, match="batch_size"):
+    otkit.assignment(np.zeros((2, 3, 3)), batch_size=0)
