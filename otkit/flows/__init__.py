@@ -16,11 +16,13 @@ from otkit.flows._energies import (Energy, as_energy, interaction_energy, kde_en
                                    sliced_wasserstein_to, total)
 from otkit.flows._flow import FlowOutput, gradient_flow
 from otkit.flows._otdd_energy import otdd_to
+from otkit.flows import dataset  # noqa: E402  (otkit.flows.dataset)
 
 __all__ = [
     "Energy",
     "FlowOutput",
     "as_energy",
+    "dataset",
     "gradient_flow",
     "interaction_energy",
     "kde_entropy",
