@@ -43,7 +43,8 @@ class LabelledPointCloud:
     cost_fn: feature cost (default :class:`otkit.SqEuclidean`, ``‖x − y‖²``) or a callable.
     feature_weight: ``λ_x >= 0`` (traced).
     label_weight: ``λ_y >= 0`` (traced).
-    chunk_size: rows per block of the online reductions (static); ``None`` picks it from the size.
+    chunk_size: rows per block of the online reductions (static); ``None`` picks it from the size
+      and lets the solvers store the cost matrix of a problem with at most 2²⁵ entries.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -100,6 +101,12 @@ class LabelledPointCloud:
   def transpose(self) -> "LabelledPointCloud":
     return G._replace(self, x=self.y, labels_x=self.labels_y, y=self.x, labels_y=self.labels_x,
                       label_cost=self.label_cost.T, cost_fn=_costs.transposed_cost(self.cost_fn))
+
+  @property
+  def prefers_dense(self) -> bool:
+    """A stored entry is one read; an online one is a feature cost plus a read from ``W``, so a
+    small problem in the automatic mode is stored once per solve (see ``_geometry.materialize``)."""
+    return True
 
   @property
   def cost_matrix(self) -> Array:
