@@ -202,14 +202,35 @@ def _gradient_flow(energy, x0, step_size, temperature, tol, key, *, n_steps, sav
 # Validation
 
 
+def _values(x) -> np.ndarray | None:
+  """The values of a number or array given by the caller, ``None`` when traced.
+
+  Checked on the caller's object itself: converting a Python number inside a caller's ``jit``
+  already yields a tracer.
+  """
+  if not V.is_concrete(x):
+    return None
+  try:
+    return np.asarray(x, dtype=float)
+  except (TypeError, ValueError):
+    return None
+
+
+def _scalar(name: str, value, dtype, minimum: str) -> Array:
+  """A traced scalar option, checked (finite, ``> 0`` or ``>= 0``) when its value is known."""
+  arr = V.as_float_array(name, value, dtype)
+  if arr.ndim != 0:
+    raise ValueError(f"`{name}` must be a scalar; got shape {arr.shape}. Use `jax.vmap` to run "
+                     "flows with several values.")
+  v = _values(value)
+  ok = v is None or (np.isfinite(v) and (v > 0 if minimum == "> 0" else v >= 0))
+  if not ok:
+    raise ValueError(f"`{name}` must be a finite number {minimum}; got {float(v)!r}.")
+  return arr
+
+
 def check_step_size(step_size, dtype) -> Array:
-  tau = V.as_float_array("step_size", step_size, dtype)
-  if tau.ndim != 0:
-    raise ValueError(f"`step_size` must be a scalar; got shape {tau.shape}. Use `jax.vmap` to "
-                     "run flows with several step sizes.")
-  if V.is_concrete(tau) and not (np.isfinite(float(tau)) and float(tau) > 0):
-    raise ValueError(f"`step_size` must be a finite number > 0; got {float(tau)!r}.")
-  return tau
+  return _scalar("step_size", step_size, dtype, "> 0")
 
 
 def check_optimizer(optimizer):
@@ -224,13 +245,10 @@ def check_optimizer(optimizer):
 
 def check_noise(temperature, key, dtype) -> tuple[Array, Array, bool]:
   """``(temperature, key, noise)``: Langevin noise needs an explicit key."""
-  beta = V.as_float_array("temperature", temperature, dtype)
-  if beta.ndim != 0:
-    raise ValueError(f"`temperature` must be a scalar; got shape {beta.shape}.")
-  if V.is_concrete(beta) and not (np.isfinite(float(beta)) and float(beta) >= 0):
-    raise ValueError(f"`temperature` must be a finite number >= 0; got {float(beta)!r}.")
+  beta = _scalar("temperature", temperature, dtype, ">= 0")
   if key is None:
-    if not V.is_concrete(beta) or float(beta) != 0.0:
+    v = _values(temperature)
+    if v is None or float(v) != 0.0:
       raise ValueError("`temperature` > 0 adds Langevin noise: pass a PRNG `key` "
                        "(`jax.random.key(seed)`).")
     return beta, jax.random.key(0), False
@@ -240,12 +258,7 @@ def check_noise(temperature, key, dtype) -> tuple[Array, Array, bool]:
 def check_tol(tol, dtype) -> Array:
   if tol is None:
     return jnp.asarray(-1.0, dtype)  # |ΔF| >= 0 > −1: never stops
-  t = V.as_float_array("tol", tol, dtype)
-  if t.ndim != 0:
-    raise ValueError(f"`tol` must be a scalar; got shape {t.shape}.")
-  if V.is_concrete(t) and not (np.isfinite(float(t)) and float(t) >= 0):
-    raise ValueError(f"`tol` must be a finite number >= 0 (or None); got {float(t)!r}.")
-  return t
+  return _scalar("tol", tol, dtype, ">= 0")
 
 
 # ---------------------------------------------------------------------------------------------
