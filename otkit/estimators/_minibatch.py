@@ -37,6 +37,9 @@ from otkit.solvers._plan import transport_cost
 Array = jax.Array
 INNER = ("exact", "sinkhorn")
 WARM_START_MAX_DIM = 16
+# Up to this dimension the exact solver recomputes cost rows from the points (d products per
+# entry) instead of gathering them from the batch's cost matrix.
+ROWS_FROM_POINTS_MAX_DIM = 4
 
 
 @jax.tree_util.register_dataclass
@@ -86,11 +89,21 @@ def warm_start(x: Array, y: Array, cost_fn) -> Array:
   return jnp.zeros(x.shape[:1], x.dtype)
 
 
+def _sq_rows(x: Array, y: Array):
+  """``‖x_i − y_j‖²`` coordinate by coordinate: the matrix, and the same values row by row."""
+  row = lambda i: sum((x[i, k] - y[:, k]) ** 2 for k in range(x.shape[1]))
+  cost = sum((x[:, None, k] - y[None, :, k]) ** 2 for k in range(x.shape[1]))
+  return cost, row
+
+
 def exact_pair(x: Array, y: Array, cost_fn) -> tuple[Array, Array, Array]:
   """``OT`` between the uniform measures on ``x (m, d)`` and ``y (m, d)``, the row potential
   ``f (m,)`` (gauge ``mean f = mean g``) and whether the solve converged."""
-  cost = cost_fn.pairwise(x, y)
-  out = _assignment.solve_one(cost, warm_start(x, y, cost_fn))
+  if isinstance(cost_fn, _costs.SqEuclidean) and x.shape[1] <= ROWS_FROM_POINTS_MAX_DIM:
+    cost, row_fn = _sq_rows(x, y)
+  else:
+    cost, row_fn = cost_fn.pairwise(x, y), None
+  out = _assignment.solve_one(cost, warm_start(x, y, cost_fn), row_fn)
   m = x.shape[0]
   shift = 0.5 * (jnp.mean(out.g) - jnp.mean(out.f))
   return out.cost / m, out.f + shift, out.converged

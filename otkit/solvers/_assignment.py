@@ -150,14 +150,16 @@ def initial_state(cost: Array, init: Array) -> SearchState:
   return _start_search(state, zero)
 
 
-def scan_step(cost: Array, s: SearchState) -> SearchState:
+def scan_step(cost, s: SearchState) -> SearchState:
   """Scans row ``s.i``: relaxes the distances of unscanned columns and settles the nearest one.
 
   If that column is free, the potentials move by the distances (rows and columns of the tree
   only), which keeps them feasible and makes the whole shortest path tight; the flips follow.
+  ``cost`` is the ``(n, n)`` matrix or a function returning its row ``i``.
   """
-  n = cost.shape[0]
-  reduced = s.radius + cost[s.i] - s.f[s.i] - s.g
+  n = s.f.shape[0]
+  row_i = cost(s.i) if callable(cost) else cost[s.i]
+  reduced = s.radius + row_i - s.f[s.i] - s.g
   better = ~s.scanned & (reduced < s.dist)
   dist = jnp.where(better, reduced, s.dist)
   pred = jnp.where(better, s.i, s.pred)
@@ -189,7 +191,7 @@ def flip_step(s: SearchState) -> SearchState:
   return jax.lax.cond(i == s.source, lambda t: _start_search(t, t.k + 1), lambda t: t, s)
 
 
-def _step(cost: Array, s: SearchState) -> SearchState:
+def _step(cost, s: SearchState) -> SearchState:
   new = jax.lax.cond(s.phase == SEARCH, functools.partial(scan_step, cost), flip_step, s)
   return new._replace(n_iters=s.n_iters + 1)
 
@@ -199,13 +201,19 @@ def max_steps(n: int) -> int:
   return 2 * n * n + 1
 
 
-def solve_one(cost: Array, init: Array) -> AssignmentOutput:
-  """The exact assignment of one ``(n, n)`` problem (inputs validated; ``+inf`` forbids a pair)."""
+def solve_one(cost: Array, init: Array, row_fn=None) -> AssignmentOutput:
+  """The exact assignment of one ``(n, n)`` problem (inputs validated; ``+inf`` forbids a pair).
+
+  ``row_fn(i)``, if given, recomputes row ``i`` of ``cost`` (exactly the same values) inside the
+  search, instead of gathering it from the matrix: cheaper when the cost comes from a few
+  coordinates per point.
+  """
   n = cost.shape[0]
   c = jax.lax.stop_gradient(cost)
   cap = max_steps(n)
+  rows = c if row_fn is None else (lambda i: jax.lax.stop_gradient(row_fn(i)))
   state = jax.lax.while_loop(lambda s: (s.phase < DONE) & (s.n_iters < cap),
-                             functools.partial(_step, c), initial_state(c, init))
+                             functools.partial(_step, rows), initial_state(c, init))
   perm = jnp.where(state.col >= 0, state.col, 0)
   value = jnp.sum(jnp.take_along_axis(cost, perm[:, None], axis=1))
   f, g = state.f, state.g

@@ -1,0 +1,225 @@
+"""Mini-batch OT and exact assignment: otkit against POT, ott-jax and scipy on the same batches.
+
+Two parts, in one process:
+
+* ``assignment``: ``otkit.assignment`` on a batch of square cost matrices (one call, a ``vmap``
+  over chunks) against ``scipy.optimize.linear_sum_assignment`` looped in Python, for two kinds
+  of costs: ``sqeuclid`` (``‖x_i − y_j‖²`` between two Gaussian clouds in 2-D, the mini-batch
+  case; such low-rank costs are the harder ones for augmenting-path solvers) and ``uniform``
+  (i.i.d. U[0, 1) entries).
+* ``estimator``: the mini-batch estimator over ``k`` random pairs of batches of ``m`` points
+  drawn from ``x ~ N(0, I_d)``, ``y ~ N(e₁, 0.64 I_d)`` (``n`` points each, float32):
+  ``otkit.minibatch_ot(inner="exact")`` against POT's ``ot.emd2`` looped over the same batches
+  (with ``ot.dist`` for the cost), and ``otkit.minibatch_ot(inner="sinkhorn")`` against ott-jax's
+  Sinkhorn ``vmap``-ed over the same batches, both at the same ε (absolute, 5 % of the mean
+  batch cost) and tolerance.
+
+JAX timings: the first call (tracing and compilation included) is reported as ``compile``; the
+time is the median of ``--repeats`` later calls, each ended by ``block_until_ready``. Loops of
+POT and scipy run once (they are long and have no warm-up); when a loop would exceed
+``--peer-cap`` seconds it runs on the first pairs only and the time is scaled to all of them
+(marked ``~``).
+
+Usage::
+
+  python benchmarks/minibatch.py           # the grid below (a few minutes on 2 CPU cores)
+  python benchmarks/minibatch.py --quick   # a smaller grid (about a minute)
+
+Writes ``benchmarks/results/minibatch.json`` and ``minibatch.md`` (``minibatch.quick.*`` with
+``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+from scipy.optimize import linear_sum_assignment
+
+import otkit
+from otkit.estimators import _minibatch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FULL = dict(
+    assignment=[(64, 1000), (512, 100)],
+    estimator=[(10_000, 2, 64, 1000), (10_000, 32, 64, 1000), (10_000, 2, 256, 200),
+               (100_000, 2, 512, 100)],
+)
+QUICK = dict(assignment=[(64, 200), (256, 10)], estimator=[(10_000, 2, 64, 200)])
+EPS_FRACTION = 0.05
+TOL = 1e-3
+
+
+def _time_jax(fn, repeats):
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn())
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), compile_s, out
+
+
+def _time_loop(fn, items, cap):
+  """Runs ``fn`` over ``items``; past ``cap`` seconds, stops and scales to all items."""
+  start = time.perf_counter()
+  values = []
+  for item in items:
+    values.append(fn(item))
+    if time.perf_counter() - start > cap:
+      break
+  elapsed = time.perf_counter() - start
+  scaled = len(values) < len(items)
+  return elapsed * len(items) / len(values), scaled, np.asarray(values)
+
+
+def _costs(kind, n, count, rng):
+  if kind == "uniform":
+    return rng.random((count, n, n)).astype(np.float32)
+  x = rng.standard_normal((count, n, 2)).astype(np.float32)
+  y = (rng.standard_normal((count, n, 2)) * 0.8 + np.array([1.0, 0.0])).astype(np.float32)
+  return np.sum((x[:, :, None] - y[:, None]) ** 2, axis=-1)
+
+
+def bench_assignment(n, count, kind, args):
+  rng = np.random.default_rng(0)
+  costs = _costs(kind, n, count, rng)
+  device = jnp.asarray(costs)
+  solve = jax.jit(otkit.assignment)
+  t_otkit, t_compile, out = _time_jax(lambda: solve(device), args.repeats)
+
+  def scipy_one(c):
+    rows, cols = linear_sum_assignment(c)
+    return c[rows, cols].sum(dtype=np.float64)
+
+  t_scipy, scaled, values = _time_loop(scipy_one, costs, args.peer_cap)
+  got = np.asarray(out.cost, np.float64)[: len(values)]
+  return dict(part="assignment", kind=kind, n=n, problems=count, otkit_s=t_otkit,
+              otkit_compile_s=t_compile, scipy_s=t_scipy, scipy_scaled=scaled,
+              max_rel_diff=float(np.max(np.abs(got - values) / np.maximum(values, 1e-12))),
+              all_converged=bool(np.all(np.asarray(out.converged))),
+              mean_steps=float(np.mean(np.asarray(out.n_iters))))
+
+
+def _ott_sinkhorn(eps):
+  from ott.geometry import pointcloud
+  from ott.problems.linear import linear_problem
+  from ott.solvers.linear import sinkhorn
+
+  solver = sinkhorn.Sinkhorn(threshold=TOL, max_iterations=2000)
+
+  def one(xb, yb):
+    geom = pointcloud.PointCloud(xb, yb, epsilon=eps)
+    out = solver(linear_problem.LinearProblem(geom))
+    return out.transport_cost_at_geom(geom), out.converged
+
+  return jax.jit(jax.vmap(one))
+
+
+def bench_estimator(n, d, m, k, args):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((n, d), dtype=np.float32)
+  y = rng.standard_normal((n, d), dtype=np.float32) * 0.8
+  y[:, 0] += 1.0
+  xj, yj = jnp.asarray(x), jnp.asarray(y)
+  key = jax.random.key(0)
+  key_x, key_y = jax.random.split(key)
+  ix = np.asarray(_minibatch.sample_batches(key_x, n, None, m, k))
+  iy = np.asarray(_minibatch.sample_batches(key_y, n, None, m, k))
+  row = dict(part="estimator", n=n, d=d, m=m, k=k)
+
+  exact = lambda: otkit.minibatch_ot(key, xj, yj, batch_size=m, n_batches=k)
+  row["otkit_exact_s"], row["otkit_exact_compile_s"], out = _time_jax(exact, args.repeats)
+  w = np.full(m, 1.0 / m)
+  pot_one = lambda pair: ot.emd2(w, w, ot.dist(x[pair[0]], y[pair[1]]))
+  row["pot_s"], row["pot_scaled"], values = _time_loop(pot_one, list(zip(ix, iy)), args.peer_cap)
+  got = np.asarray(out.costs, np.float64)[: len(values)]
+  row["exact_max_rel_diff"] = float(np.max(np.abs(got - values) / values))
+  row["exact_value"] = float(out.value)
+
+  eps = EPS_FRACTION * float(np.mean(values))
+  row["epsilon"] = eps
+  entropic = lambda: otkit.minibatch_ot(key, xj, yj, batch_size=m, n_batches=k, inner="sinkhorn",
+                                        epsilon=eps, tol=TOL)
+  row["otkit_sinkhorn_s"], row["otkit_sinkhorn_compile_s"], out_s = _time_jax(entropic, args.repeats)
+  row["otkit_sinkhorn_converged"] = bool(out_s.converged)
+  ott_fn = _ott_sinkhorn(eps)
+  xb, yb = jnp.asarray(x[ix]), jnp.asarray(y[iy])
+  row["ott_s"], row["ott_compile_s"], (ott_costs, ott_conv) = _time_jax(lambda: ott_fn(xb, yb),
+                                                                         args.repeats)
+  row["ott_converged"] = float(np.mean(np.asarray(ott_conv)))
+  row["sinkhorn_max_rel_diff"] = float(np.max(np.abs(np.asarray(out_s.costs) - np.asarray(ott_costs))
+                                          / np.asarray(ott_costs)))
+  return row
+
+
+def _ratio(a, b, scaled=False):
+  return f"{'~' if scaled else ''}{a / b:.1f}×"
+
+
+def markdown(rows, header):
+  lines = [header, "", "### Exact assignment: one `otkit.assignment` call vs `scipy.optimize."
+           "linear_sum_assignment` looped", "",
+           "| costs | n | problems | otkit (s) | compile (s) | scipy (s) | scipy / otkit | max rel. diff |",
+           "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["part"] == "assignment":
+      lines.append(f"| {r['kind']} | {r['n']} | {r['problems']} | {r['otkit_s']:.3g} | "
+                   f"{r['otkit_compile_s']:.3g} | {'~' if r['scipy_scaled'] else ''}{r['scipy_s']:.3g} | "
+                   f"{_ratio(r['scipy_s'], r['otkit_s'], r['scipy_scaled'])} | {r['max_rel_diff']:.1e} |")
+  lines += ["", "### Mini-batch estimator over k pairs of batches of m points", "",
+            "| n | d | m | k | otkit exact (s) | POT emd2 loop (s) | POT / otkit | otkit Sinkhorn (s) "
+            "| ott-jax Sinkhorn vmap (s) | ott / otkit | compile exact / Sinkhorn / ott (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["part"] == "estimator":
+      lines.append(
+          f"| {r['n']} | {r['d']} | {r['m']} | {r['k']} | {r['otkit_exact_s']:.3g} | "
+          f"{'~' if r['pot_scaled'] else ''}{r['pot_s']:.3g} | "
+          f"{_ratio(r['pot_s'], r['otkit_exact_s'], r['pot_scaled'])} | {r['otkit_sinkhorn_s']:.3g} | "
+          f"{r['ott_s']:.3g} | {_ratio(r['ott_s'], r['otkit_sinkhorn_s'])} | "
+          f"{r['otkit_exact_compile_s']:.3g} / {r['otkit_sinkhorn_compile_s']:.3g} / "
+          f"{r['ott_compile_s']:.3g} |")
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="a small grid (about a minute)")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--peer-cap", type=float, default=60.0,
+                      help="seconds after which a POT/scipy loop is cut and scaled")
+  args = parser.parse_args()
+  grid = QUICK if args.quick else FULL
+  rows = []
+  for n, count in grid["assignment"]:
+    for kind in ("sqeuclid", "uniform"):
+      rows.append(bench_assignment(n, count, kind, args))
+      print(json.dumps(rows[-1]), flush=True)
+  for n, d, m, k in grid["estimator"]:
+    rows.append(bench_estimator(n, d, m, k, args))
+    print(json.dumps(rows[-1]), flush=True)
+  stem = "minibatch.quick" if args.quick else "minibatch"
+  RESULTS.mkdir(exist_ok=True)
+  info = dict(machine=platform.machine(), jax=jax.__version__, backend=jax.default_backend(),
+              pot=ot.__version__)
+  (RESULTS / f"{stem}.json").write_text(json.dumps(dict(info=info, rows=rows), indent=1))
+  header = (f"float32, {info['machine']}, jax {info['jax']} on {info['backend']}, POT "
+            f"{info['pot']}. Times after compilation (median of {args.repeats}); POT and scipy "
+            f"loops run once (~ = cut at {args.peer_cap:.0f} s and scaled).")
+  (RESULTS / f"{stem}.md").write_text(markdown(rows, header))
+  print(markdown(rows, header))
+
+
+if __name__ == "__main__":
+  main()
