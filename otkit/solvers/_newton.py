@@ -1,19 +1,21 @@
 """Sinkhorn–Newton–Sparse (SNS): Sinkhorn sweeps, then Newton steps with a sparsified Hessian.
 
 Stage 1 runs the log-domain Sinkhorn loop of :mod:`._sinkhorn` until the marginal error is
-below ``warmup_tol`` (or for ``warmup_iters`` sweeps). Stage 2 takes Newton steps on the concave
-dual ``D(f, g)`` of :mod:`._dual`, whose Hessian is replaced by the sparse-plus-rank-one
-approximation of :mod:`._newton_hessian`:
+below ``warmup_tol`` (at most ``warmup_iters`` sweeps). Stage 2 takes Newton steps on the
+concave dual ``D(f, g)`` of :mod:`._dual`, with the Hessian replaced by the sparse-plus-rank-one
+approximation ``K_S`` of :mod:`._newton_hessian`:
 
-* the direction ``Δ = ε K_S⁻¹ ∇D`` comes from conjugate gradients on the complement of the
-  gauge direction;
-* a backtracking line search ``α = α₀, α₀/2, …`` (``α₀ ≤ 1`` keeps the first trial within a few
-  ε) accepts a step that does not decrease ``D`` beyond rounding and either satisfies Armijo's
-  rule or lowers the marginal error (near the optimum ``D`` is flat to rounding and only the
-  error still measures progress); a step may not multiply the error by more than 2;
-* a Newton step the line search rejects, or that gains less than 10 % on the error, stalls:
-  plain Sinkhorn sweeps follow (5, then twice as many after each further stall in a row), and
-  neither they nor the Newton steps ever decrease ``D``.
+* the direction solves ``(K_S + μ diag K_S) Δ = ε ∇D`` by conjugate gradients on the complement
+  of the gauge direction; the Levenberg–Marquardt damping ``μ`` is 0 while full steps succeed
+  and grows tenfold after each shortened one (it tames the near-null directions of ``K`` that
+  a nearly disconnected plan has);
+* a backtracking line search ``α = α₀, α₀/2, …`` (``α₀ ≤ 1`` keeps the first trial within
+  4ε on every potential) accepts a step that does not decrease ``D`` beyond rounding, does not
+  double the marginal error, and either satisfies Armijo's rule or lowers the error (near the
+  optimum ``D`` is flat to rounding and only the error still measures progress);
+* a Newton step that the line search rejects, or that gains less than 10 % on the error,
+  stalls: Sinkhorn sweeps follow (5, then twice as many after each further stall in a row),
+  over-relaxed with the factor stage 1 chose as long as that does not decrease ``D``.
 
 Every loop is a bounded ``lax.while_loop`` (a frozen ``lax.scan`` when unrolled for
 ``grad_mode="unroll"``) with static shapes, so the solver runs under ``jit`` and ``vmap``; the
@@ -76,9 +78,11 @@ class NewtonState(NamedTuple):
 
   ``lf = lse_rows(geom, log b + g/ε)`` (which depends on ``g`` only) and ``lg = lse_rows(geomᵀ,
   log a + f/ε)`` (on ``f`` only) give the marginals ``P1 = a e^{f/ε + lf}``, ``Pᵀ1 = b e^{g/ε +
-  lg}``. ``cand_log``, ``cand_idx`` (shapes ``(m, c)``) are the largest entries of each column of
-  ``P`` (see :func:`._newton_hessian.column_pass`), current if ``fresh``. ``fallback`` counts the
-  Sinkhorn sweeps due before the next Newton step, ``stalls`` the Newton steps in a row that
+  lg}``. ``cand_log``, ``cand_idx`` (shapes ``(m, c)``) are the largest entries of each column
+  of ``P`` at the potential ``f_sel`` of the last Newton step (see
+  :func:`._newton_hessian.column_pass`; sweeps do not rank them again). ``damping`` is the
+  Levenberg–Marquardt ``μ`` and ``omega`` the over-relaxation of the sweeps. ``fallback``
+  counts the sweeps due before the next Newton step, ``stalls`` the Newton steps in a row that
   stalled; ``best`` is the error last improved on by 1 %, ``stall`` the iterations since;
   ``it`` counts every iteration, ``stage2`` those of stage 2.
   """
@@ -89,7 +93,7 @@ class NewtonState(NamedTuple):
   lg: Array
   cand_log: Array
   cand_idx: Array
-  fresh: Array
+  f_sel: Array
   damping: Array
   omega: Array
   error: Array
@@ -185,7 +189,8 @@ def line_search(problem: _dual.Problem, geom_t, state: NewtonState, grad, direct
   slope = jnp.sum(grad[0] * direction[0]) + jnp.sum(grad[1] * direction[1])
   noise = rounding_level(problem, state)
   size = jnp.maximum(jnp.max(jnp.abs(direction[0])), jnp.max(jnp.abs(direction[1])))
-  first = jnp.minimum(1.0, MAX_STEP * problem.epsilon / jnp.maximum(size, jnp.finfo(size.dtype).tiny))
+  tiny = jnp.finfo(size.dtype).tiny
+  first = jnp.minimum(1.0, MAX_STEP * problem.epsilon / jnp.maximum(size, tiny))
 
   def trial(alpha):
     f = state.f + alpha * direction[0]
@@ -197,7 +202,7 @@ def line_search(problem: _dual.Problem, geom_t, state: NewtonState, grad, direct
     ok = (_finite(f, g, lf, lg, gain) & (gain >= -noise) & (error <= MAX_GROWTH * state.error)
           & ((gain >= ARMIJO * alpha * slope) | (error < state.error)))
     return ok, state._replace(f=f, g=g, lf=lf, lg=lg, cand_log=cand_log, cand_idx=cand_idx,
-                              fresh=jnp.asarray(True), error=error)
+                              f_sel=f, error=error)
 
   def body(search):
     ok, new = trial(first * 0.5 ** search.j.astype(first.dtype))
@@ -221,21 +226,14 @@ def _count(state: NewtonState, new: NewtonState) -> NewtonState:
                       it=state.it + 1, stage2=state.stage2 + 1)
 
 
-def refresh(problem: _dual.Problem, geom_t, candidates: int, state: NewtonState) -> NewtonState:
-  """Ranks the column candidates at the state's ``f`` (after Sinkhorn sweeps)."""
-  _, cand_log, cand_idx = H.column_pass(problem, geom_t, state.f, candidates)
-  return state._replace(cand_log=cand_log, cand_idx=cand_idx, fresh=jnp.asarray(True))
-
-
 def newton_step(problem: _dual.Problem, geom_t, sizes: H.Sparsity, cg_maxiter: int,
                 differentiable: bool, state: NewtonState) -> NewtonState:
   """One sparse Newton step with line search; schedules Sinkhorn sweeps if it stalls."""
-  state = jax.lax.cond(state.fresh, lambda s: s,
-                       functools.partial(refresh, problem, geom_t, sizes.candidates), state)
   row, col = marginal_pair(problem, state)
   target_a, target_b = _dual.marginal_targets(problem, state.f, state.g)
   grad = (target_a - row, target_b - col)
-  entries = H.select_entries(problem, state.g, state.cand_log, state.cand_idx, sizes.kept)
+  entries = H.select_entries(problem, (state.f - state.f_sel) / problem.epsilon, state.g,
+                             state.cand_log, state.cand_idx, sizes.kept)
   direction = H.newton_direction(problem, state.f, state.g, row, col, grad, entries, state.error,
                                  state.damping, cg_maxiter)
   accepted, full, new = line_search(problem, geom_t, state, grad, direction, sizes.candidates,
@@ -257,17 +255,20 @@ def sinkhorn_sweep(problem: _dual.Problem, geom_t, state: NewtonState) -> Newton
   With ``ω = 1`` a sweep maximises ``D`` in ``f``, then in ``g``, so it never decreases ``D``;
   an over-relaxed sweep that would decrease it is discarded, and the later ones use ``ω = 1``.
   """
-  eps = problem.epsilon
-  omega = state.omega
-  f = (1.0 - omega) * state.f - omega * eps / (1.0 + eps * _dual.inv_rho(eps, problem.tau_a)) * state.lf
+  eps, omega = problem.epsilon, state.omega
+
+  def update(potential, tau, lse):
+    return (1.0 - omega) * potential - omega * eps / (1.0 + eps * _dual.inv_rho(eps, tau)) * lse
+
+  f = update(state.f, problem.tau_a, state.lf)
   lg, _, _ = H.column_pass(problem, geom_t, f, None)
-  g = (1.0 - omega) * state.g - omega * eps / (1.0 + eps * _dual.inv_rho(eps, problem.tau_b)) * lg
+  g = update(state.g, problem.tau_b, lg)
   lf = row_pass(problem, g)
-  new = state._replace(f=f, g=g, lf=lf, lg=lg, fresh=jnp.asarray(False),
-                       error=error_of(problem, f, g, lf, lg), fallback=state.fallback - 1)
-  ascent = dual_increase(problem, state, f, g, lg) >= -rounding_level(problem, state)
-  ok = _finite(f, g, lf, lg) & ascent
-  old = state._replace(failed=state.failed | ~_finite(f, g, lf, lg), fallback=state.fallback - 1,
+  finite = _finite(f, g, lf, lg)
+  ok = finite & (dual_increase(problem, state, f, g, lg) >= -rounding_level(problem, state))
+  new = state._replace(f=f, g=g, lf=lf, lg=lg, error=error_of(problem, f, g, lf, lg),
+                       fallback=state.fallback - 1)
+  old = state._replace(failed=state.failed | ~finite, fallback=state.fallback - 1,
                        omega=jnp.ones_like(omega))
   return _count(state, jax.tree.map(lambda x, y: jnp.where(ok, x, y), new, old))
 
@@ -280,8 +281,10 @@ def start_stage2(problem: _dual.Problem, geom_t, candidates: int, f: Array, g: A
   lf = row_pass(problem, g)
   error = error_of(problem, f, g, lf, lg)
   zero = jnp.asarray(0, jnp.int32)
-  return NewtonState(f, g, lf, lg, cand_log, cand_idx, jnp.asarray(True), jnp.zeros_like(error),
-                     omega.astype(error.dtype), error, error, zero, zero, zero, it, zero, failed | ~_finite(lf, lg, error))
+  return NewtonState(f, g, lf, lg, cand_log, cand_idx, f_sel=f, damping=jnp.zeros_like(error),
+                     omega=omega.astype(error.dtype), error=error, best=error, stall=zero,
+                     fallback=zero, stalls=zero, it=it, stage2=zero,
+                     failed=failed | ~_finite(lf, lg, error))
 
 
 def run_newton(problem: _dual.Problem, state: NewtonState, tol: Array, *, sizes: H.Sparsity,

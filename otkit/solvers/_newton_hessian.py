@@ -76,11 +76,18 @@ def column_pass(problem: _dual.Problem, geom_t, f: Array, candidates: int | None
   return R.map_row_blocks(block, geom_t.row_data, geom_t.block_rows)
 
 
-def select_entries(problem: _dual.Problem, g: Array, cand_log: Array, cand_idx: Array, kept: int):
+def select_entries(problem: _dual.Problem, shift: Array, g: Array, cand_log: Array,
+                   cand_idx: Array, kept: int):
   """The ``kept`` largest entries of ``P`` among the column candidates, as ``(values, rows,
-  cols)`` of shape ``(kept,)``."""
+  cols)`` of shape ``(kept,)``.
+
+  ``cand_log`` and ``cand_idx`` come from :func:`column_pass` at potentials ``f₀``; ``shift =
+  (f − f₀)/ε`` (shape ``(n,)``) brings their values to the current ``f`` (the candidates
+  themselves are those of ``f₀``).
+  """
   candidates = cand_log.shape[1]
-  log_p = (cand_log + _dual.safe_log(problem.b)[:, None] + g[:, None] / problem.epsilon).reshape(-1)
+  log_p = (cand_log + shift[cand_idx] + _dual.safe_log(problem.b)[:, None]
+           + g[:, None] / problem.epsilon).reshape(-1)
   _, q = jax.lax.top_k(jax.lax.stop_gradient(log_p).astype(jnp.float32), kept)
   return jnp.exp(log_p[q]), cand_idx.reshape(-1)[q], q // candidates
 

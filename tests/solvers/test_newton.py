@@ -1,0 +1,340 @@
+"""Sinkhorn–Newton–Sparse: the calibrated fixture of Tang et al. (ICLR 2024), plans against POT
+and a long Sinkhorn run, gradients against finite differences and Sinkhorn's, diffuse plans,
+float32, jit, vmap and input errors.
+
+Problems share shapes and options so that each compiled solve serves several tests.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+
+import otkit
+from otkit.solvers import _dual
+from otkit.solvers import _newton
+from otkit.solvers import _newton_hessian
+from otkit.solvers import _sinkhorn
+
+# The random assignment problem of the paper: C ~ U[0, 1], n = 200, η = 1/ε = 1200, N₁ = 20
+# Sinkhorn sweeps, λ = 5/n, float64.
+ETA = 1200.0
+PAPER = dict(density=5, warmup_iters=20, warmup_tol=0.0, anneal=False)
+# A small point-cloud problem with random weights, for plans and gradients.
+N, M, EPS = 14, 11, 0.05
+
+
+def _assignment(dtype=np.float64, n=200, seed=0):
+  return np.random.default_rng(seed).uniform(size=(n, n)).astype(dtype)
+
+
+def _small(seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(N, 2))
+  y = rng.normal(size=(M, 2)) * 0.7 + 0.5
+  a = rng.uniform(0.3, 1.0, N)
+  b = rng.uniform(0.3, 1.0, M)
+  return x, y, a / a.sum(), b / b.sum()
+
+
+def _plan(C, a, b, f, g, eps):
+  """The plan ``a_i b_j exp((f_i + g_j − C_ij)/ε)`` in float64 NumPy."""
+  f, g = np.asarray(f, np.float64), np.asarray(g, np.float64)
+  log_p = np.log(a)[:, None] + np.log(b)[None] + (f[:, None] + g[None] - C) / eps
+  return np.exp(log_p)
+
+
+def _l1_error(P, a, b):
+  return np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()
+
+
+# ----------------------------------------------------------------------------- the paper's fixture
+
+
+def test_paper_fixture_reaches_1e_10_within_60_iterations():
+  C = _assignment()
+  n = C.shape[0]
+  u = np.full(n, 1.0 / n)
+  out = otkit.sinkhorn_newton(otkit.CostMatrix(C), epsilon=1.0 / ETA, tol=1e-10, **PAPER)
+  assert bool(out.converged) and int(out.n_iters) <= 60  # observed: 35, as in the paper
+  error = _l1_error(_plan(C, u, u, out.f, out.g, 1.0 / ETA), u, u)
+  assert error <= 1e-10
+  np.testing.assert_allclose(float(out.error), error, rtol=1e-2, atol=1e-14)
+
+
+def test_plain_sinkhorn_is_far_from_1e_5_after_2000_sweeps():
+  # The other half of the fixture: without Newton steps the same problem is slow.
+  C = _assignment()
+  out = otkit.sinkhorn(otkit.CostMatrix(C), epsilon=1.0 / ETA, tol=1e-6, anneal=False,
+                       max_iters=2000)
+  assert not bool(out.converged) and float(out.error) > 1e-5
+
+
+@pytest.mark.slow
+def test_paper_fixture_is_20_times_faster_than_sinkhorn_to_1e_6():
+  # Acceptance: SNS to 1e-10 in at least 20× less wall time than Sinkhorn needs for 1e-6.
+  geom = otkit.CostMatrix(_assignment())
+
+  def timed(fn):
+    jax.block_until_ready(fn().f)  # compile
+    start = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out.f)
+    return out, time.perf_counter() - start
+
+  sns, t_sns = timed(lambda: otkit.sinkhorn_newton(geom, epsilon=1.0 / ETA, tol=1e-10, **PAPER))
+  sk, t_sk = timed(lambda: otkit.sinkhorn(geom, epsilon=1.0 / ETA, tol=1e-6, max_iters=200000))
+  assert bool(sns.converged) and bool(sk.converged)
+  assert t_sk >= 20 * t_sns, (t_sk, t_sns)
+
+
+# ----------------------------------------------------------------------------- solutions
+
+
+def test_plan_matches_pot_and_a_long_sinkhorn_run():
+  x, y, a, b = _small()
+  geom = otkit.PointCloud(x, y)
+  C = np.asarray(geom.cost_matrix)
+  out = otkit.sinkhorn_newton(geom, a, b, epsilon=EPS, tol=1e-12)
+  assert bool(out.converged)
+  P = _plan(C, a, b, out.f, out.g, EPS)
+  P_pot = ot.sinkhorn(a, b, C, EPS, method="sinkhorn_log", stopThr=1e-15, numItermax=200000)
+  long_run = otkit.sinkhorn(geom, a, b, epsilon=EPS, tol=1e-13, max_iters=100000)
+  assert bool(long_run.converged)
+  np.testing.assert_allclose(P, P_pot, atol=1e-8 * P.max(), rtol=0)
+  np.testing.assert_allclose(P, _plan(C, a, b, long_run.f, long_run.g, EPS), atol=1e-8 * P.max(),
+                             rtol=0)
+  # A fixed point of one Sinkhorn sweep: the f-update leaves f where it is.
+  f_next = -EPS * np.log(np.exp(np.log(b)[None] + (np.asarray(out.g)[None] - C) / EPS).sum(1))
+  np.testing.assert_allclose(f_next, out.f, atol=1e-10)
+  # The balanced gauge ⟨a, f⟩ = ⟨b, g⟩ of `sinkhorn`.
+  np.testing.assert_allclose(a @ np.asarray(out.f), b @ np.asarray(out.g), atol=1e-12)
+
+
+def test_unbalanced_plan_matches_pot():
+  x, y, a, b = _small()
+  b = 1.5 * b
+  tau_a, tau_b = 0.8, 0.6
+  geom = otkit.PointCloud(x, y)
+  C = np.asarray(geom.cost_matrix)
+  out = otkit.sinkhorn_newton(geom, a, b, epsilon=EPS, tau_a=tau_a, tau_b=tau_b, tol=1e-12)
+  assert bool(out.converged)
+  reg_m = tuple(EPS * t / (1 - t) for t in (tau_a, tau_b))
+  P_pot = ot.unbalanced.sinkhorn_unbalanced(a, b, C, EPS, reg_m, method="sinkhorn_stabilized",
+                                            reg_type="kl", stopThr=1e-15, numItermax=200000)
+  np.testing.assert_allclose(_plan(C, a, b, out.f, out.g, EPS), P_pot, atol=1e-9, rtol=0)
+
+
+def test_zero_weights_and_dense_geometry():
+  x, y, a, b = _small()
+  a = a.copy()
+  a[[2, 7]] = 0.0
+  a /= a.sum()
+  online = otkit.sinkhorn_newton(otkit.PointCloud(x, y), a, b, epsilon=EPS, tol=1e-12)
+  dense = otkit.sinkhorn_newton(otkit.CostMatrix(np.asarray(otkit.PointCloud(x, y).cost_matrix)),
+                                a, b, epsilon=EPS, tol=1e-12)
+  for out in (online, dense):
+    assert bool(out.converged) and np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g))
+  P = _plan(np.asarray(otkit.PointCloud(x, y).cost_matrix), a, b, online.f, online.g, EPS)
+  assert _l1_error(P, a, b) <= 1e-12
+  np.testing.assert_allclose(online.g, dense.g, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def _loss(mode, x, a, epsilon):
+  """A scalar of the potentials and the value (the value only for the envelope mode)."""
+  _, y, _, b = _small()
+  weights = np.random.default_rng(5).normal(size=N + M)
+  out = otkit.sinkhorn_newton(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tol=1e-12,
+                              grad_mode=mode)
+  if mode == "envelope":
+    return out.value
+  return out.value + jnp.dot(weights[:N], out.f) + jnp.dot(weights[N:], out.g)
+
+
+def _sinkhorn_loss(mode, x, a, epsilon):
+  _, y, _, b = _small()
+  weights = np.random.default_rng(5).normal(size=N + M)
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tol=1e-13, max_iters=20000,
+                       grad_mode=mode)
+  if mode == "envelope":
+    return out.value
+  return out.value + jnp.dot(weights[:N], out.f) + jnp.dot(weights[N:], out.g)
+
+
+def test_implicit_gradient_matches_finite_differences_and_sinkhorn():
+  x, _, a, _ = _small()
+  grad = jax.grad(_loss, argnums=(1, 2, 3))("implicit", jnp.asarray(x), jnp.asarray(a), EPS)
+  reference = jax.grad(_sinkhorn_loss, argnums=(1, 2, 3))("implicit", jnp.asarray(x),
+                                                          jnp.asarray(a), EPS)
+  for mine, theirs in zip(grad, reference):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-6 * np.abs(theirs).max())
+  rng = np.random.default_rng(3)
+  dx = rng.normal(size=x.shape)
+  da = rng.normal(size=N)
+  da -= da.mean()  # stay on Σa = Σb
+  h = 1e-5
+  for g, point, direction, which in ((grad[0], x, dx, 0), (grad[1], a, da, 1)):
+    def shifted(s):
+      args = [jnp.asarray(x), jnp.asarray(a), EPS]
+      args[which] = jnp.asarray(point + s * direction)
+      return float(_loss("implicit", *args))
+    fd = (shifted(h) - shifted(-h)) / (2 * h)
+    np.testing.assert_allclose(np.vdot(g, direction), fd, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["unroll", "envelope"])
+def test_other_grad_modes_agree_with_sinkhorn(mode):
+  x, _, a, _ = _small()
+  grad = jax.grad(_loss, argnums=1)(mode, jnp.asarray(x), jnp.asarray(a), EPS)
+  reference = jax.grad(_sinkhorn_loss, argnums=1)(mode, jnp.asarray(x), jnp.asarray(a), EPS)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_allclose(grad, reference, rtol=1e-6, atol=1e-6 * np.abs(reference).max())
+
+
+# ----------------------------------------------------------------------------- diffuse plans
+
+
+def _blobs():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 2))
+  y = rng.normal(size=(300, 2)) * 0.5 + [3.0, 0.0]
+  C = ((x[:, None] - y[None]) ** 2).sum(-1)
+  return C / C.max()
+
+
+BLOBS = dict(epsilon=1e-3, warmup_iters=200, warmup_tol=0.0, anneal=False)
+
+
+def test_blobs_never_lose_dual_value_and_report_truthfully():
+  C = _blobs()
+  geom = otkit.CostMatrix(C)
+  u = np.full(300, 1 / 300)
+  warm = otkit.sinkhorn(geom, epsilon=1e-3, anneal=False, max_iters=200, tol=1e-14)
+  capped = otkit.sinkhorn_newton(geom, tol=1e-12, max_newton_iters=3, **BLOBS)
+  full = otkit.sinkhorn_newton(geom, tol=1e-10, **BLOBS)
+  for out, tol in ((capped, 1e-12), (full, 1e-10)):
+    assert np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g)) and np.isfinite(out.value)
+    assert float(out.value) >= float(warm.value) - 1e-15
+    error = _l1_error(_plan(C, u, u, out.f, out.g, 1e-3), u, u)
+    np.testing.assert_allclose(float(out.error), error, rtol=1e-3)
+    assert bool(out.converged) == (float(out.error) <= tol)
+  assert not bool(capped.converged) and int(capped.n_iters) == 203
+  assert bool(full.converged)  # here it does converge, in far fewer than Sinkhorn's 37 000 sweeps
+
+
+def test_every_stage2_iteration_keeps_the_dual_objective():
+  # White box: step the stage-2 loop by hand on the diffuse problem, with a sparse Hessian that
+  # drops most of the plan's mass, and check the dual objective after every iteration.
+  C = _blobs()
+  problem = _sinkhorn.make_problem(otkit.CostMatrix(C), None, None, 1e-3, 1.0, 1.0)
+  sizes = _newton_hessian.sparsity(300, 300, 2.0)
+  warm = otkit.sinkhorn(otkit.CostMatrix(C), epsilon=1e-3, anneal=False, max_iters=100, tol=1e-14)
+  geom_t = problem.geom.transpose()
+  state = _newton.start_stage2(problem, geom_t, sizes.candidates, warm.f, warm.g, warm.n_iters,
+                               jnp.asarray(False), jnp.asarray(1.5))
+  step = jax.jit(lambda s: jax.lax.cond(
+      s.fallback > 0, lambda t: _newton.sinkhorn_sweep(problem, geom_t, t),
+      lambda t: _newton.newton_step(problem, geom_t, sizes, 500, False, t), s))
+  value = jax.jit(lambda s: _dual.dual_objective(problem, s.f, s.g))
+  values, kinds = [float(value(state))], []
+  for _ in range(40):
+    kinds.append(int(state.fallback) > 0)
+    state = step(state)
+    values.append(float(value(state)))
+  assert any(kinds) and not all(kinds)  # both Newton steps and sweeps happened
+  assert np.all(np.diff(values) >= -1e-15), np.diff(values).min()
+
+
+# ----------------------------------------------------------------------------- float32, jit, vmap
+
+
+def test_float32_stops_at_its_precision_and_says_so():
+  C = _assignment(np.float32)
+  geom = otkit.CostMatrix(C)
+  u = np.full(200, 1 / 200)
+  loose = otkit.sinkhorn_newton(geom, epsilon=np.float32(1 / ETA), tol=1e-4)
+  tight = otkit.sinkhorn_newton(geom, epsilon=np.float32(1 / ETA), tol=1e-10)
+  assert loose.f.dtype == jnp.float32 and bool(loose.converged)
+  assert not bool(tight.converged)
+  assert int(tight.n_iters) < int(_newton.sinkhorn_newton.__kwdefaults__["max_newton_iters"])
+  for out in (loose, tight):
+    assert np.all(np.isfinite(out.f)) and np.isfinite(out.value)
+    error = _l1_error(_plan(C.astype(np.float64), u, u, out.f, out.g, np.float64(np.float32(1 / ETA))),
+                      u, u)
+    assert error <= 2 * float(out.error) + 1e-6
+  assert float(tight.error) <= 1e-5  # what float32 can hold here (observed 6e-7)
+
+
+def test_jit_equals_eager_and_does_not_recompile():
+  x, y, a, b = _small()
+
+  def solve(x, a, epsilon):
+    return otkit.sinkhorn_newton(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tol=1e-12)
+
+  jitted = jax.jit(solve)
+  eager = solve(x, a, EPS)
+  out = jitted(x, a, EPS)
+  np.testing.assert_allclose(out.f, eager.f, atol=1e-12)
+  assert int(out.n_iters) == int(eager.n_iters)
+  before = jitted._cache_size()
+  x2, _, a2, _ = _small(seed=1)
+  jitted(x2, a2, 0.08)
+  assert jitted._cache_size() == before
+  cached = _newton.solve_newton._cache_size()
+  solve(x2, a2, 0.08)
+  assert _newton.solve_newton._cache_size() == cached
+
+
+def test_vmap_over_a_batch_of_four_problems(dtype):
+  Cs = np.stack([_assignment(dtype, n=40, seed=s) for s in range(4)])
+  eps = np.asarray([1 / 300, 1 / 400, 1 / 500, 1 / 600], dtype)
+  tol = 1e-4 if dtype == np.float32 else 1e-10
+
+  def solve(C, epsilon):
+    return otkit.sinkhorn_newton(otkit.CostMatrix(C), epsilon=epsilon, tol=tol)
+
+  batched = jax.jit(jax.vmap(solve))(Cs, eps)
+  assert batched.f.shape == (4, 40) and batched.f.dtype == dtype
+  u = np.full(40, 1 / 40)
+  for i in range(4):
+    single = solve(Cs[i], eps[i])
+    assert bool(batched.converged[i]) and bool(single.converged)
+    P = _plan(Cs[i].astype(np.float64), u, u, batched.f[i], batched.g[i], np.float64(eps[i]))
+    assert _l1_error(P, u, u) <= 2 * tol
+    np.testing.assert_allclose(batched.value[i], single.value, rtol=10 * tol)
+
+
+# ----------------------------------------------------------------------------- input errors
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(density=0), "`density`"),
+    (dict(density=-1.0), "`density`"),
+    (dict(density=np.nan), "`density`"),
+    (dict(density=np.inf), "`density`"),
+    (dict(density="dense"), "`density`"),
+    (dict(density=True), "`density`"),
+    (dict(warmup_iters=-1), "`warmup_iters`"),
+    (dict(warmup_iters=2.5), "`warmup_iters`"),
+    (dict(warmup_iters=None), "`warmup_iters`"),
+    (dict(warmup_tol=-1e-3), "`warmup_tol`"),
+    (dict(warmup_tol=np.nan), "`warmup_tol`"),
+    (dict(max_newton_iters=0), "`max_newton_iters`"),
+    (dict(newton_cg_maxiter=0), "`newton_cg_maxiter`"),
+    (dict(epsilon=0.0), "`epsilon`"),
+    (dict(tol=-1.0), "`tol`"),
+    (dict(grad_mode="backprop"), "`grad_mode`"),
+    (dict(a=np.ones(3)), "`a`"),
+])
+def test_bad_inputs_raise_value_error_naming_the_argument(kwargs, match):
+  x, y, _, _ = _small()
+  args = dict(epsilon=EPS)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    otkit.sinkhorn_newton(otkit.PointCloud(x, y), **args)
