@@ -95,7 +95,10 @@ def test_budget_sweep_is_monotone_and_ends_at_the_optimal_coupling():
     np.testing.assert_allclose(full.costs[p, q], _exact(x[bx[p]], y[by[q]]), rtol=1e-12)
 
 
-@pytest.mark.parametrize("seed,n,m", [(2, 200, 25), (3, 200, 40), (4, 300, 50), (5, 300, 100)])
+@pytest.mark.parametrize("seed,n,m", [
+    (2, 200, 25), (3, 200, 40),
+    pytest.param(4, 300, 50, marks=pytest.mark.slow),
+    pytest.param(5, 300, 100, marks=pytest.mark.slow)])
 def test_invariants_on_random_problems(seed, n, m):
   x, y = _clouds(seed, n, d=3)
   out = otkit.minibatch_bounds(jax.random.key(seed), x, y, batch_size=m)
