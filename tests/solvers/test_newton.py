@@ -114,6 +114,17 @@ def test_plan_matches_pot_and_a_long_sinkhorn_run():
   np.testing.assert_allclose(a @ np.asarray(out.f), b @ np.asarray(out.g), atol=1e-12)
 
 
+def test_wide_problem_gives_the_transposed_plan():
+  # n < m takes the other Schur complement in the Newton system.
+  x, y, a, b = _small()
+  C = np.asarray(otkit.PointCloud(x, y).cost_matrix)
+  out = otkit.sinkhorn_newton(otkit.PointCloud(y, x), b, a, epsilon=EPS, tol=1e-12)
+  assert bool(out.converged) and out.f.shape == (M,)
+  P_pot = ot.sinkhorn(a, b, C, EPS, method="sinkhorn_log", stopThr=1e-15, numItermax=200000)
+  np.testing.assert_allclose(_plan(C.T, b, a, out.f, out.g, EPS), P_pot.T, atol=1e-8 * P_pot.max(),
+                             rtol=0)
+
+
 def test_unbalanced_plan_matches_pot():
   x, y, a, b = _small()
   b = 1.5 * b
