@@ -79,7 +79,7 @@ def test_budget_sweep_is_monotone_and_ends_at_the_optimal_coupling():
   key = jax.random.key(0)
   full = otkit.minibatch_bounds(key, x, y, batch_size=25)  # k = 8, all 64 pairs
   previous = np.inf
-  for budget in (8, 16, 40, 64):
+  for budget in (8, 24, 64):  # 64 = k² shares its compilation with `full`
     out = otkit.minibatch_bounds(key, x, y, batch_size=25, budget=budget)
     _check_invariants(out, exact)
     assert int(out.solved.sum()) == budget
