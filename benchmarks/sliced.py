@@ -278,6 +278,9 @@ def main(argv=None):
     if getattr(args, axis):
       grid[axis] = tuple(int(float(v)) for v in getattr(args, axis).split(","))
   libraries = args.libraries.split(",")
+  unknown = sorted(set(libraries) - set(LIBRARIES))
+  if unknown:
+    parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARIES)}")
   results = []
   for n in grid["n"]:
     for d in grid["d"]:
