@@ -14,9 +14,11 @@ positive semidefinite with the exact kernel ``(1, −1)`` of ``K`` when balanced
 dropped mass still couples the pieces of the sparse graph (without it a piece that is
 connected to the rest only through small entries lets the Newton step shift it freely).
 
-The Newton direction solves ``K_S Δ = ε ∇D`` by conjugate gradients on the Schur complement
-of the larger block (Jacobi preconditioned), with gather and segment-sum products: O(kept)
-per product and no n×m matrix.
+The Newton direction solves ``K_S Δ = ε ∇D`` by Jacobi-preconditioned conjugate gradients on
+the Schur complement onto the smaller block (the larger diagonal block is eliminated), with
+gather and segment-sum products: O(kept + n + m) per product and no n×m matrix. On a nearly
+permutation-like plan this takes tens of CG iterations where Jacobi-preconditioned CG on the
+full system takes about a thousand (the paper's fixture, n = 200).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ Array = jax.Array
 # The kept entries are the largest among CANDIDATES × (kept / m) of each column.
 CANDIDATES = 2
 # Relative residual of the conjugate-gradient solve: the marginal error, clipped to
-# [finfo.eps, CG_RTOL] (an inexact Newton forcing term).
+# [sqrt(finfo.eps), CG_RTOL] (an inexact Newton forcing term).
 CG_RTOL = 1e-2
 
 
