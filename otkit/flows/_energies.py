@@ -403,7 +403,7 @@ def potential_energy(V: Callable) -> Energy:
 
 
 def interaction_energy(W: Callable, *, chunk_size: int | None = None) -> Energy:
-  """The interaction energy ``½ ∬ W(z − z') dρ(z) dρ(z')``, empirically ``(1/2n²) Σ_ij W(x_i − x_j)``.
+  """The interaction energy ``½ ∬ W(z − z') dρ dρ``, empirically ``(1/2n²) Σ_ij W(x_i − x_j)``.
 
   Args:
     W: a function from one difference vector ``(d,)`` to a scalar (static). For an even ``W``
@@ -526,7 +526,7 @@ def sliced_wasserstein_to(key, y, b=None, *, n_projections=128, p=2, sort_impl="
   y = V.check_points("y", y)
   uniform = b is None
   b = V.check_weights("b", b, y.shape[0], y.dtype)
-  return _single(SlicedTo(key, y, b / jnp.sum(b), uniform=uniform, n_projections=V.check_static_int("n_projections",
-                                                                      n_projections),
-                          p=_one_d.check_order(p),
-                          sort_impl=V.check_choice("sort_impl", sort_impl, _sliced._sorting.IMPLS)))
+  n_projections = V.check_static_int("n_projections", n_projections)
+  sort_impl = V.check_choice("sort_impl", sort_impl, _sliced._sorting.IMPLS)
+  return _single(SlicedTo(key, y, b / jnp.sum(b), n_projections=n_projections,
+                          p=_one_d.check_order(p), sort_impl=sort_impl, uniform=uniform))

@@ -35,7 +35,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from otkit import _validation as V
 from otkit.closed_form._spectral import psd_sqrt

@@ -103,7 +103,8 @@ def test_sliced_wasserstein_to_matches_pot(clouds):
   assert abs(float(energy(x)) - pot ** 2) < 1e-10
 
 
-@pytest.mark.parametrize("name", ["sinkhorn", "otdd-attached", "mixed"])
+@pytest.mark.parametrize("name", [
+    "sinkhorn", pytest.param("otdd-attached", marks=pytest.mark.slow), "mixed"])
 def test_gradients_match_finite_differences(clouds, name):
   x, y = clouds
   labels = np.arange(30) % 2
@@ -126,6 +127,7 @@ def test_gradients_match_finite_differences(clouds, name):
   assert abs(float(slope) - fd) < 1e-6 * max(1.0, abs(fd))
 
 
+@pytest.mark.slow
 def test_otdd_to_matches_otkit_otdd_and_detaches_statistics(clouds):
   import otkit
   x, y = clouds
