@@ -125,14 +125,3 @@ def optimality_residual(problem: Problem, fg: tuple[Array, Array]) -> tuple[Arra
   kappa = jnp.where(is_balanced(problem), 1.0 / problem.epsilon, 0.0)
   gauge = kappa * (jnp.sum(va * f) + jnp.sum(vb * g))
   return target_a - row - gauge * va, target_b - col - gauge * vb
-
-
-def residual_diagonal(problem: Problem, f: Array, g: Array) -> tuple[Array, Array]:
-  """The diagonal of ``−∂F/∂(f, g)`` (a Jacobi preconditioner for the adjoint solve)."""
-  row, col = marginals(problem, f, g)
-  target_a, target_b = marginal_targets(problem, f, g)
-  eps = problem.epsilon
-  va, vb = gauge_vector(problem)
-  kappa = jnp.where(is_balanced(problem), 1.0 / eps, 0.0)
-  return (row / eps + inv_rho(eps, problem.tau_a) * target_a + kappa * va ** 2,
-          col / eps + inv_rho(eps, problem.tau_b) * target_b + kappa * vb ** 2)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
+from otkit.solvers._schur import schur_solve
 
 Array = jax.Array
 
@@ -103,19 +104,13 @@ def dropped_mass(row: Array, col: Array, values: Array, rows: Array, cols: Array
   return drop_r * scale, drop_c * scale
 
 
-def schur_solve(diag_1: Array, diag_2: Array, coupling, rhs_1: Array, rhs_2: Array, gauge: Array,
-                rtol: Array, maxiter: int) -> tuple[Array, Array]:
-  """Solves ``[[diag_1, B], [Bᵀ, diag_2]] (x_1, x_2) = (rhs_1, rhs_2)`` by Jacobi-preconditioned
-  CG on ``S = diag_2 − Bᵀ diag_1⁻¹ B``, then ``x_1 = diag_1⁻¹ (rhs_1 − B x_2)``.
-
-  ``coupling = (values, idx_1, idx_2, u_1, u_2)`` gives ``B = Σ_l values_l e_{idx_1[l]}
-  e_{idx_2[l]}ᵀ + u_1 u_2ᵀ``. ``gauge = 1`` keeps ``x_2`` orthogonal to the constant vector (the
-  kernel of ``S`` when the diagonals are the row and column sums of ``B``); ``0`` does not.
-  """
+def sparse_schur_solve(diag_1: Array, diag_2: Array, coupling, rhs_1: Array, rhs_2: Array,
+                       gauge: Array, rtol: Array, maxiter: int) -> tuple[Array, Array]:
+  """:func:`._schur.schur_solve` with ``B = Σ_l values_l e_{idx_1[l]} e_{idx_2[l]}ᵀ + u_1 u_2ᵀ``
+  given as ``coupling = (values, idx_1, idx_2, u_1, u_2)`` (gather and segment-sum products)."""
   values, idx_1, idx_2, u_1, u_2 = coupling
   n_1, n_2 = diag_1.shape[0], diag_2.shape[0]
-  tiny = jnp.finfo(diag_1.dtype).tiny
-  inv_1 = 1.0 / jnp.maximum(diag_1, tiny)
+  inv_1 = 1.0 / jnp.maximum(diag_1, jnp.finfo(diag_1.dtype).tiny)
 
   def b_times(x_2):
     return jax.ops.segment_sum(values * x_2[idx_2], idx_1, num_segments=n_1) + u_1 * (u_2 @ x_2)
@@ -123,16 +118,10 @@ def schur_solve(diag_1: Array, diag_2: Array, coupling, rhs_1: Array, rhs_2: Arr
   def bt_times(x_1):
     return jax.ops.segment_sum(values * x_1[idx_1], idx_2, num_segments=n_2) + u_2 * (u_1 @ x_1)
 
-  project = lambda x: x - gauge * jnp.mean(x)
-  schur = lambda x: project(diag_2 * x - bt_times(inv_1 * b_times(project(x))))
   diag_s = (diag_2 - jax.ops.segment_sum(values ** 2 * inv_1[idx_1], idx_2, num_segments=n_2)
             - u_2 ** 2 * (u_1 ** 2 @ inv_1))
-  inv_s = 1.0 / jnp.maximum(diag_s, jnp.finfo(diag_1.dtype).eps * diag_2 + tiny)
-  rhs = project(rhs_2 - bt_times(inv_1 * rhs_1))
-  x_2, _ = jax.scipy.sparse.linalg.cg(schur, rhs, tol=rtol, atol=0.0, maxiter=maxiter,
-                                      M=lambda x: project(inv_s * project(x)))
-  x_2 = project(x_2)
-  return inv_1 * (rhs_1 - b_times(x_2)), x_2
+  return schur_solve(diag_1, diag_2, b_times, bt_times, diag_s, rhs_1, rhs_2, gauge, rtol,
+                     maxiter)
 
 
 def newton_direction(problem: _dual.Problem, f: Array, g: Array, row: Array, col: Array, grad,
@@ -160,9 +149,9 @@ def newton_direction(problem: _dual.Problem, f: Array, g: Array, row: Array, col
   gauge = jnp.where(_dual.is_balanced(problem), 1.0, 0.0).astype(row.dtype)
   rtol = jnp.clip(error, jnp.sqrt(jnp.finfo(row.dtype).eps), CG_RTOL)
   if row.shape[0] >= col.shape[0]:  # CG on the smaller block
-    df, dg = schur_solve(diag_f, diag_g, (values, rows, cols, u, v), grad[0], grad[1], gauge,
-                         rtol, maxiter)
+    df, dg = sparse_schur_solve(diag_f, diag_g, (values, rows, cols, u, v), grad[0], grad[1],
+                                gauge, rtol, maxiter)
   else:
-    dg, df = schur_solve(diag_g, diag_f, (values, cols, rows, v, u), grad[1], grad[0], gauge,
-                         rtol, maxiter)
+    dg, df = sparse_schur_solve(diag_g, diag_f, (values, cols, rows, v, u), grad[1], grad[0],
+                                gauge, rtol, maxiter)
   return eps * df, eps * dg
