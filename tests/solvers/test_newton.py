@@ -5,7 +5,6 @@ float32, jit, vmap and input errors.
 Problems share shapes and options so that each compiled solve serves several tests.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
