@@ -84,11 +84,12 @@ def c_transform(geom, h: Array) -> Array:
                           geom.row_data, geom.block_rows)
 
 
-def pair_set(proxy: Array, budget: int) -> tuple[Array, Array]:
+def pair_set(proxy: Array, budget: int, method: str = "jax") -> tuple[Array, Array]:
   """The ``budget`` pairs ``(p, q)`` to solve: the assignment of ``proxy (k, k)`` first, then the
   other pairs in increasing ``proxy`` (ties by index), so the sets are nested in ``budget``."""
   k = proxy.shape[0]
-  skeleton = _assignment.solve_one(proxy, jnp.zeros((k,), proxy.dtype)).perm
+  skeleton = _assignment.solve(proxy, jnp.zeros((k,), proxy.dtype), method=method,
+                               duals=False).perm
   first = jnp.zeros((k, k), bool).at[jnp.arange(k), skeleton].set(True)
   rank = jnp.where(first, -jnp.inf, proxy).reshape(-1)
   chosen = jnp.argsort(rank, stable=True)[:budget]
@@ -107,21 +108,21 @@ def _lower_bound(x, y, cost_fn, f_batches, batches_x, pairing, chunk_size):
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "budget", "inner", "options",
-                                             "batch_chunk", "chunk_size"))
+                                             "batch_chunk", "chunk_size", "method"))
 def _bounds(x, y, order_x, order_y, epsilon, cost_fn, *, batch_size, budget, inner, options,
-            batch_chunk, chunk_size):
+            batch_chunk, chunk_size, method):
   n, d = x.shape
   k, m = n // batch_size, batch_size
   batches_x, batches_y = order_x.reshape(k, m), order_y.reshape(k, m)
   xs, ys = x[batches_x], y[batches_y]
   proxy = jax.lax.stop_gradient(cost_fn.pairwise(jnp.mean(xs, axis=1), jnp.mean(ys, axis=1)))
-  p, q = pair_set(proxy, budget)
+  p, q = pair_set(proxy, budget, method)
   values, f_pairs, converged = MB.solve_pairs(xs[p], ys[q], cost_fn, inner, epsilon,
-                                              dict(options), batch_chunk)
+                                              dict(options), batch_chunk, method)
   costs = jnp.full((k, k), jnp.inf, values.dtype).at[p, q].set(values)
   solved = jnp.zeros((k, k), bool).at[p, q].set(True)
   f_batches = jnp.zeros((k, k, m), values.dtype).at[p, q].set(f_pairs)
-  top = _assignment.solve_one(costs, jnp.zeros((k,), values.dtype))
+  top = _assignment.solve(costs, jnp.zeros((k,), values.dtype), method=method, duals=False)
   upper = top.cost / k
   if budget == k * k:
     average = jnp.mean(costs)
@@ -176,7 +177,7 @@ def _partition(key, x, y, partition):
 def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, partition="random",
                      inner="exact", epsilon=None, cost_fn=None, batch_chunk=None,
                      chunk_size=None, tol=1e-3, max_iters=2000, fixed_iters=None,
-                     grad_mode="implicit") -> BoundsOutput:
+                     grad_mode="implicit", exact_method="auto") -> BoundsOutput:
   """Upper and lower bounds on ``OT(μ, ν)`` from mini-batch solves, within a budget of solves.
 
   Splits both measures into ``k = n / batch_size`` batches, solves ``budget`` batch pairs and
@@ -208,6 +209,9 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
     batch_chunk: static; pairs per ``vmap`` chunk of the inner solves.
     chunk_size: static; row block of the online c-transforms (as in :class:`otkit.PointCloud`).
     tol, max_iters, fixed_iters, grad_mode: Sinkhorn options for ``inner="sinkhorn"``.
+    exact_method: static; how the exact assignments run (the inner solves of ``inner="exact"``
+      and the coupling of batches), as ``method`` of :func:`otkit.assignment`: ``"auto"``
+      (default: SciPy on the host on CPU), ``"host"`` or ``"jax"``.
 
   Returns:
     :class:`BoundsOutput` with ``upper``, ``lower``, ``average``, the batch cost matrix ``costs``
@@ -252,8 +256,9 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
     batch_chunk = V.check_static_int("batch_chunk", batch_chunk)
   if chunk_size is not None:
     chunk_size = V.check_static_int("chunk_size", chunk_size)
+  method = _assignment.resolve_method(exact_method, "exact_method")
   order_x, order_y = _partition(key, x, y, partition)
   return _bounds(x, y, order_x, order_y, epsilon, MB.check_cost_fn(cost_fn),
                  batch_size=batch_size, budget=budget, inner=inner,
                  options=tuple(sorted(options.items())), batch_chunk=batch_chunk,
-                 chunk_size=chunk_size)
+                 chunk_size=chunk_size, method=method)

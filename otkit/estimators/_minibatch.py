@@ -9,7 +9,9 @@ the batches being uniform and of equal size) or with :func:`otkit.sinkhorn`.
 For the default cost ``‖x − y‖²`` the exact inner solver is warm-started with the potentials of
 the Gaussian approximation of each pair (the Brenier potential of the Bures map between the
 batches' means and covariances, for ``d ≤ WARM_START_MAX_DIM``): it shortens the augmenting-path
-searches several-fold and never changes the result.
+searches several-fold and never changes the result. On CPU the exact solves run on the host
+(``exact_method="auto"``, see :func:`otkit.assignment`): each chunk of pairs is one callback that
+loops SciPy's exact solver over the warm-started problems.
 
 References:
   Fatras, Zine, Flamary, Gribonval, Courty, "Learning with minibatch Wasserstein: asymptotic and
@@ -25,6 +27,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from otkit import _validation as V
 from otkit.closed_form._gaussian import transport_matrix
@@ -96,14 +99,20 @@ def _sq_rows(x: Array, y: Array):
   return cost, row
 
 
-def exact_pair(x: Array, y: Array, cost_fn) -> tuple[Array, Array, Array]:
+def exact_pair(x: Array, y: Array, cost_fn, method: str = "jax",
+               duals: bool = True) -> tuple[Array, Array, Array]:
   """``OT`` between the uniform measures on ``x (m, d)`` and ``y (m, d)``, the row potential
-  ``f (m,)`` (gauge ``mean f = mean g``) and whether the solve converged."""
+  ``f (m,)`` (gauge ``mean f = mean g``) and whether the solve converged.
+
+  ``method``: ``"jax"`` or ``"host"`` (see :func:`otkit.assignment`); ``duals=False`` lets the
+  host path skip the potentials (``f`` is then only feasible, not optimal).
+  """
   if isinstance(cost_fn, _costs.SqEuclidean) and x.shape[1] <= ROWS_FROM_POINTS_MAX_DIM:
     cost, row_fn = _sq_rows(x, y)
   else:
     cost, row_fn = cost_fn.pairwise(x, y), None
-  out = _assignment.solve_one(cost, warm_start(x, y, cost_fn), row_fn)
+  out = _assignment.solve(cost, warm_start(x, y, cost_fn), method=method, row_fn=row_fn,
+                          duals=duals)
   m = x.shape[0]
   shift = 0.5 * (jnp.mean(out.g) - jnp.mean(out.f))
   return out.cost / m, out.f + shift, out.converged
@@ -118,15 +127,16 @@ def sinkhorn_pair(x: Array, y: Array, cost_fn, epsilon: Array, options: dict):
 
 
 def solve_pairs(xs: Array, ys: Array, cost_fn, inner: str, epsilon, options: dict,
-                chunk: int | None):
-  """Every pair ``(xs[p], ys[p])`` of batches ``(k, m, d)``, ``chunk`` pairs per ``vmap``."""
+                chunk: int | None, method: str = "jax", duals: bool = True):
+  """Every pair ``(xs[p], ys[p])`` of batches ``(k, m, d)``, ``chunk`` pairs per ``vmap``;
+  ``method`` and ``duals`` as in :func:`exact_pair`."""
   if inner == "exact":
-    fn = lambda pair: exact_pair(*pair, cost_fn)
+    fn = lambda pair: exact_pair(*pair, cost_fn, method, duals)
   else:
     fn = lambda pair: sinkhorn_pair(*pair, cost_fn, epsilon, options)
   k, m = xs.shape[:2]
   if chunk is None:
-    chunk = _assignment.chunk_size(m, k)
+    chunk = _assignment.chunk_size(m, k, method if inner == "exact" else "jax")
   return jax.lax.map(fn, (xs, ys), batch_size=min(chunk, k))
 
 
@@ -194,32 +204,59 @@ def check_key(key) -> Array:
 # The classic estimator
 
 
+def _argsort_host(hi: Array, lo: Array) -> Array:
+  def fn(hi, lo):
+    keys = (np.asarray(hi).astype(np.uint64) << np.uint64(32)) | np.asarray(lo)
+    return np.argsort(keys, axis=-1, kind="stable").astype(np.int32)
+
+  return jax.pure_callback(fn, jax.ShapeDtypeStruct(hi.shape, jnp.int32), hi, lo,
+                           vmap_method="broadcast_all")
+
+
+def _argsort_xla(hi: Array, lo: Array) -> Array:
+  index = jax.lax.broadcasted_iota(jnp.int32, hi.shape, hi.ndim - 1)
+  return jax.lax.sort((hi, lo, index), dimension=hi.ndim - 1, num_keys=2, is_stable=True)[2]
+
+
+def random_permutations(key: Array, count: int, n: int) -> Array:
+  """``count`` independent uniformly random permutations of ``0..n−1``, ``(count, n)`` int32.
+
+  Each sorts 64 random bits per element (two ``uint32`` keys, lexicographic; ties are broken by
+  index, and have probability about ``n² / 2⁶⁵``). On CPU the sort is NumPy's (through
+  ``jax.pure_callback``; XLA's CPU sort is several times slower), elsewhere XLA's: both stable,
+  so every backend draws the same permutations for the same key.
+  """
+  hi, lo = jax.random.bits(key, (2, count, n), jnp.uint32)
+  return jax.lax.platform_dependent(hi, lo, cpu=_argsort_host, default=_argsort_xla)
+
+
 def sample_batches(key: Array, n: int, weights: Array | None, batch_size: int,
                    n_batches: int) -> Array:
   """Indices ``(n_batches, batch_size)`` of the batches of one measure.
 
   Uniform weights: each batch is a uniformly random subset (no repeated point), drawn as
   consecutive slices of random permutations of ``0..n−1`` (``⌊n / m⌋`` disjoint batches per
-  permutation). Other weights: ``m`` independent draws with probabilities ``weights``.
+  permutation, see :func:`random_permutations`). Other weights: ``m`` independent draws with
+  probabilities ``weights``.
   """
   if weights is not None:
     return jax.random.choice(key, n, (n_batches, batch_size), p=weights / jnp.sum(weights))
   per_perm = n // batch_size
   n_perms = -(-n_batches // per_perm)
-  perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, n_perms))
+  perms = random_permutations(key, n_perms, n)
   batches = perms[:, : per_perm * batch_size].reshape(n_perms * per_perm, batch_size)
   return batches[:n_batches]
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "n_batches", "inner", "options",
-                                             "batch_chunk", "uniform"))
+                                             "batch_chunk", "uniform", "method"))
 def _minibatch(key, x, y, a, b, epsilon, cost_fn, *, batch_size, n_batches, inner, options,
-               batch_chunk, uniform):
+               batch_chunk, uniform, method):
   key_x, key_y = jax.random.split(key)
   ix = sample_batches(key_x, x.shape[0], None if uniform[0] else a, batch_size, n_batches)
   iy = sample_batches(key_y, y.shape[0], None if uniform[1] else b, batch_size, n_batches)
   costs, _, converged = solve_pairs(x[ix], y[iy], cost_fn, inner, epsilon, dict(options),
-                                    batch_chunk)
+                                    batch_chunk, method, duals=False)
   value = jnp.mean(costs)
   spread = jnp.std(costs, ddof=1) / jnp.sqrt(n_batches) if n_batches > 1 else jnp.zeros_like(value)
   return MinibatchOutput(value=value, std_error=spread, costs=costs, converged=jnp.all(converged))
@@ -227,7 +264,7 @@ def _minibatch(key, x, y, a, b, epsilon, cost_fn, *, batch_size, n_batches, inne
 
 def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exact",
                  epsilon=None, cost_fn=None, batch_chunk=None, tol=1e-3, max_iters=2000,
-                 fixed_iters=None, grad_mode="implicit") -> MinibatchOutput:
+                 fixed_iters=None, grad_mode="implicit", exact_method="auto") -> MinibatchOutput:
   """The mini-batch OT estimator: the mean OT cost over ``n_batches`` random pairs of batches.
 
   ``MB_m(μ, ν) = (1/k) Σ_p OT(μ_p, ν_p)`` where ``μ_p`` and ``ν_p`` are uniform measures on
@@ -253,6 +290,9 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
     batch_chunk: static; pairs per ``vmap`` chunk (``None``: sized from ``m``).
     tol, max_iters, fixed_iters, grad_mode: Sinkhorn options (see :func:`otkit.sinkhorn`);
       ``fixed_iters`` gives every pair the same number of sweeps (predictable batches).
+    exact_method: static; how ``inner="exact"`` runs, as ``method`` of :func:`otkit.assignment`:
+      ``"auto"`` (default: SciPy on the host when JAX's default backend is the CPU, the in-graph
+      solver otherwise), ``"host"`` or ``"jax"``. Same costs either way.
 
   Returns:
     :class:`MinibatchOutput` with ``value``, ``std_error``, ``costs (k,)`` and ``converged``.
@@ -286,6 +326,7 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
                                  fixed_iters=fixed_iters, grad_mode=grad_mode)
   if batch_chunk is not None:
     batch_chunk = V.check_static_int("batch_chunk", batch_chunk)
+  method = _assignment.resolve_method(exact_method, "exact_method")
   return _minibatch(key, x, y, a_w, b_w, epsilon, check_cost_fn(cost_fn), batch_size=batch_size,
                     n_batches=n_batches, inner=inner, options=tuple(sorted(options.items())),
-                    batch_chunk=batch_chunk, uniform=uniform)
+                    batch_chunk=batch_chunk, uniform=uniform, method=method)

@@ -13,6 +13,17 @@ The search is written for one problem as a flat ``lax.while_loop`` state machine
 scan or one path flip per step, static shapes), batched with ``vmap``; leading batch axes are
 solved in chunks (``lax.map`` of a ``vmap``), so a batch of problems runs as one XLA loop.
 
+Host path (``method="host"``, the default on CPU): the same problems solved by SciPy's
+``linear_sum_assignment`` (Crouse's shortest augmenting path method, exact, in C++) through one
+``jax.pure_callback`` per batch, so it runs under ``jit`` and ``vmap`` on any backend. On CPU the
+in-graph search pays a handful of small XLA kernels for each of its hundreds of sequential steps
+per problem; the host loop pays about one tenth of that. The host receives each problem reduced
+by the feasible potentials of the warm start (``C_ij − f_i − g_j``, in float64: the optimal
+permutations are unchanged and good potentials shorten SciPy's searches as they shorten ours) and
+returns only the permutation; the dual potentials are then recovered in JAX by Bellman–Ford
+sweeps on the optimal matching (``g_j ≤ g_σ(i) + C_ij − C_iσ(i)``, from the warm start's ``g``;
+a few sweeps of one ``(n, n)`` min-plus product each), so both paths return the same fields.
+
 Warm start: any row potentials ``init`` are made feasible by c-transforms
 (``g = min_i (C_ij − init_i)``, ``f = min_j (C_ij − g_j)``, ``g = min_i (C_ij − f_i)``) and
 every column is matched to a tight row where that row is still free. Good potentials (for
@@ -26,6 +37,7 @@ References:
   assignment problems", Computing 1987.
   Crouse, "On implementing 2D rectangular assignment algorithms", IEEE Trans. Aerosp. Electron.
   Syst. 2016 (the variant of ``scipy.optimize.linear_sum_assignment``).
+  Bellman, "On a routing problem", Q. Appl. Math. 1958 (the dual recovery).
 """
 
 from __future__ import annotations
@@ -37,16 +49,22 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from otkit import _validation as V
+from otkit.closed_form import _sorting
 
 Array = jax.Array
 
+METHODS = ("auto", "jax", "host")
 SEARCH, AUGMENT, DONE, FAILED = 0, 1, 2, 3
 # Problems per chunk of a batch: about this many cost entries at once (cache-sized chunks keep
-# the row gathers of the search cheap on CPU), but never fewer than MIN_CHUNK problems.
-CHUNK_ELEMENTS = 1 << 19
+# the row gathers of the search cheap on CPU; the host path prefers few large callbacks), but
+# never fewer than MIN_CHUNK problems.
+CHUNK_ELEMENTS = {"jax": 1 << 19, "host": 1 << 22}
 MIN_CHUNK = 8
+# Host path: batches with at least this many cost entries are split between threads.
+_PARALLEL_MIN_SIZE = 1 << 16
 
 
 @jax.tree_util.register_dataclass
@@ -64,7 +82,8 @@ class AssignmentOutput:
       ``cost − Σf − Σg + n · max(0, max_ij (f_i + g_j − C_ij))`` (weak duality). It is 0 for
       integer costs and a few rounding errors of ``n · max|C|`` for real costs.
     converged: ``(...)`` bool, whether the search ended with a perfect matching on finite costs.
-    n_iters: ``(...)`` int32, steps of the search loop (column scans plus path flips).
+    n_iters: ``(...)`` int32, steps of the in-graph search loop (column scans plus path flips);
+      on the host path, the Bellman–Ford sweeps of the dual recovery.
   """
 
   perm: Array
@@ -201,6 +220,26 @@ def max_steps(n: int) -> int:
   return 2 * n * n + 1
 
 
+def _certify(cost: Array, perm: Array, f: Array, g: Array, found: Array, n_iters: Array,
+             certify: bool = True) -> AssignmentOutput:
+  """The output for a permutation and feasible potentials: the cost (differentiable in
+  ``cost``), the weak-duality certificate ``gap`` (``+inf`` if not ``certify``) and
+  ``converged``."""
+  n = cost.shape[0]
+  c = jax.lax.stop_gradient(cost)
+  value = jnp.sum(jnp.take_along_axis(cost, perm[:, None], axis=1))
+  converged = found & jnp.isfinite(value)
+  if certify:
+    slack = jnp.where(jnp.isfinite(c), f[:, None] + g[None, :] - c, -jnp.inf)
+    excess = jnp.maximum(jnp.max(slack), 0.0)
+    gap = jnp.maximum(jax.lax.stop_gradient(value) - jnp.sum(f) - jnp.sum(g), 0.0) + n * excess
+    converged = converged & jnp.isfinite(gap)
+  else:
+    gap = jnp.full((), jnp.inf, value.dtype)
+  return AssignmentOutput(perm=perm, cost=value, f=f, g=g, gap=gap, converged=converged,
+                          n_iters=n_iters)
+
+
 def solve_one(cost: Array, init: Array, row_fn=None) -> AssignmentOutput:
   """The exact assignment of one ``(n, n)`` problem (inputs validated; ``+inf`` forbids a pair).
 
@@ -215,30 +254,140 @@ def solve_one(cost: Array, init: Array, row_fn=None) -> AssignmentOutput:
   state = jax.lax.while_loop(lambda s: (s.phase < DONE) & (s.n_iters < cap),
                              functools.partial(_step, rows), initial_state(c, init))
   perm = jnp.where(state.col >= 0, state.col, 0)
-  value = jnp.sum(jnp.take_along_axis(cost, perm[:, None], axis=1))
-  f, g = state.f, state.g
-  slack = jnp.where(jnp.isfinite(c), f[:, None] + g[None, :] - c, -jnp.inf)
-  excess = jnp.maximum(jnp.max(slack), 0.0)
-  gap = jnp.maximum(jax.lax.stop_gradient(value) - jnp.sum(f) - jnp.sum(g), 0.0) + n * excess
-  converged = (state.phase == DONE) & jnp.all(state.col >= 0) & jnp.isfinite(value) & jnp.isfinite(gap)
-  return AssignmentOutput(perm=perm, cost=value, f=f, g=g, gap=gap, converged=converged,
-                          n_iters=state.n_iters)
+  found = (state.phase == DONE) & jnp.all(state.col >= 0)
+  return _certify(cost, perm, state.f, state.g, found, state.n_iters)
 
 
-def chunk_size(n: int, batch: int) -> int:
-  return max(1, min(batch, max(MIN_CHUNK, CHUNK_ELEMENTS // (n * n))))
+# ---------------------------------------------------------------------------------------------
+# Host path: SciPy's exact solver through one callback per batch, duals recovered in JAX
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def solve_batch(cost: Array, init: Array, *, batch_size: int | None = None) -> AssignmentOutput:
-  """:func:`solve_one` over the leading axes of ``cost (..., n, n)`` and ``init (..., n)``."""
+def _solve_rows(costs: np.ndarray, fs: np.ndarray, gs: np.ndarray, perms: np.ndarray,
+                solved: np.ndarray) -> None:
+  """Fills ``perms`` and ``solved`` for problems ``costs (k, n, n)`` reduced by ``fs, gs``."""
+  for p in range(costs.shape[0]):
+    reduced = costs[p].astype(np.float64)
+    reduced -= fs[p][:, None]
+    reduced -= gs[p]
+    try:
+      perms[p] = linear_sum_assignment(reduced)[1]
+    except ValueError:  # NaN entries, or no finite assignment: reported, never raised
+      perms[p] = np.arange(costs.shape[1])
+      solved[p] = False
+
+
+def _host_permutations(cost: np.ndarray, f: np.ndarray, g: np.ndarray):
+  """SciPy's ``linear_sum_assignment`` on each ``C − f − g`` (float64) of a batch ``(..., n, n)``;
+  returns the permutations ``(..., n)`` int32 and whether each problem was solved ``(...)``.
+
+  SciPy releases the GIL while it solves, so a large batch is split between a few threads.
+  """
+  cost = np.asarray(cost)
+  n = cost.shape[-1]
+  lead = cost.shape[:-2]
+  costs = cost.reshape(-1, n, n)
+  fs = np.asarray(f, np.float64).reshape(-1, n)
+  gs = np.asarray(g, np.float64).reshape(-1, n)
+  count = costs.shape[0]
+  perms = np.empty((count, n), np.int32)
+  solved = np.ones(count, bool)
+  pool, workers = _sorting._pool()  # the host thread pool shared with the NumPy sorts
+  if pool is None or count < 2 * workers or cost.size < _PARALLEL_MIN_SIZE:
+    _solve_rows(costs, fs, gs, perms, solved)
+  else:
+    bounds = np.linspace(0, count, workers + 1).astype(int)
+    parts = [slice(bounds[w], bounds[w + 1]) for w in range(workers)]
+    list(pool.map(lambda s: _solve_rows(costs[s], fs[s], gs[s], perms[s], solved[s]), parts))
+  return perms.reshape(*lead, n), solved.reshape(lead)
+
+
+def host_permutation(cost: Array, f: Array, g: Array) -> tuple[Array, Array]:
+  """:func:`_host_permutations` as a JAX operation: ``cost (..., n, n)``, shifts ``f, g
+  (..., n)``; under ``vmap`` the whole batch goes to one callback."""
+  out = (jax.ShapeDtypeStruct(cost.shape[:-1], jnp.int32),
+         jax.ShapeDtypeStruct(cost.shape[:-2], jnp.bool_))
+  return jax.pure_callback(_host_permutations, out, jax.lax.stop_gradient(cost),
+                           jax.lax.stop_gradient(f), jax.lax.stop_gradient(g),
+                           vmap_method="broadcast_all")
+
+
+def dual_potentials(cost: Array, perm: Array, g: Array) -> tuple[Array, Array, Array]:
+  """Potentials certifying an optimal permutation of ``cost (n, n)``, by Bellman–Ford.
+
+  Feasible tight potentials exist iff ``g_j ≤ g_σ(i) + C_ij − C_iσ(i)`` for all ``i, j`` (then
+  ``f_i = C_iσ(i) − g_σ(i)``): shortest distances in the graph of the matching, which has no
+  negative cycle when ``σ`` is optimal. Sweeps ``g ← min(g, min_i (g_σ(i) + C_ij − C_iσ(i)))``
+  from the warm start's ``g`` until nothing changes (at most ``n`` sweeps). Returns ``f, g`` and
+  the number of sweeps.
+  """
+  n = cost.shape[0]
+  assigned = jnp.take_along_axis(cost, perm[:, None], axis=1)
+  step = cost - assigned
+
+  def sweep(state):
+    g, _, k = state
+    new = jnp.minimum(g, jnp.min(g[perm][:, None] + step, axis=0))
+    return new, jnp.any(new < g), k + 1
+
+  g, _, sweeps = jax.lax.while_loop(lambda s: s[1] & (s[2] < n), sweep,
+                                    (g, jnp.array(True), jnp.zeros((), jnp.int32)))
+  return assigned[:, 0] - g[perm], g, sweeps
+
+
+def solve_host(cost: Array, init: Array, *, duals: bool = True) -> AssignmentOutput:
+  """The exact assignment of one ``(n, n)`` problem by SciPy on the host (batch with ``vmap``).
+
+  ``duals=False`` skips the dual recovery and the certificate (for callers that only need the
+  permutation and the cost): ``f, g`` are then the warm start's potentials, ``gap`` is ``+inf``
+  and ``n_iters`` is 0.
+  """
+  c = jax.lax.stop_gradient(cost)
+  f, g = _c_transforms(c, init)
+  # About the gauge mean f = mean g (no large offsets), shifted by an integer (exact arithmetic
+  # stays exact on integer costs).
+  shift = jnp.round(0.5 * (jnp.mean(g) - jnp.mean(f)))
+  f, g = f + shift, g - shift
+  finite = jnp.isfinite(f).all() & jnp.isfinite(g).all()
+  f, g = jnp.where(finite, f, 0.0), jnp.where(finite, g, 0.0)
+  perm, found = host_permutation(c, f, g)
+  sweeps = jnp.zeros((), jnp.int32)
+  if duals:
+    f, g, sweeps = dual_potentials(c, perm, g)
+  return _certify(cost, perm, f, g, found, sweeps, certify=duals)
+
+
+def resolve_method(method: str, name: str = "method") -> str:
+  """``"auto"`` is ``"host"`` when JAX's default backend is the CPU, else ``"jax"``."""
+  V.check_choice(name, method, METHODS)
+  if method == "auto":
+    return "host" if jax.default_backend() == "cpu" else "jax"
+  return method
+
+
+def solve(cost: Array, init: Array, *, method: str, row_fn=None,
+          duals: bool = True) -> AssignmentOutput:
+  """One problem by the resolved ``method`` (``"jax"`` or ``"host"``); batch with ``vmap``."""
+  if method == "host":
+    return solve_host(cost, init, duals=duals)
+  return solve_one(cost, init, row_fn)
+
+
+def chunk_size(n: int, batch: int, method: str = "jax") -> int:
+  return max(1, min(batch, max(MIN_CHUNK, CHUNK_ELEMENTS[method] // (n * n))))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "method"))
+def solve_batch(cost: Array, init: Array, *, batch_size: int | None = None,
+                method: str = "jax") -> AssignmentOutput:
+  """:func:`solve` over the leading axes of ``cost (..., n, n)`` and ``init (..., n)``."""
   *batch, n, _ = cost.shape
+  one = functools.partial(solve, method=method)
   if not batch:
-    return solve_one(cost, init)
+    return one(cost, init)
   size = int(np.prod(batch))
   flat = (cost.reshape(size, n, n), init.reshape(size, n))
-  chunk = chunk_size(n, size) if batch_size is None else min(batch_size, size)
-  out = jax.lax.map(lambda args: solve_one(*args), flat, batch_size=chunk)
+  chunk = chunk_size(n, size, method) if batch_size is None else min(batch_size, size)
+  out = jax.lax.map(lambda args: one(*args), flat, batch_size=chunk)
   return jax.tree.map(lambda leaf: leaf.reshape(*batch, *leaf.shape[1:]), out)
 
 
@@ -277,7 +426,7 @@ def _check_init(init, cost: Array) -> Array:
   return arr
 
 
-def assignment(cost_matrix, *, init=None, batch_size=None) -> AssignmentOutput:
+def assignment(cost_matrix, *, init=None, batch_size=None, method="auto") -> AssignmentOutput:
   """Exact optimal assignment (linear sum assignment) of square cost matrices, in JAX.
 
   Solves ``min_σ Σ_i C[i, σ(i)]`` over permutations by the shortest augmenting path (Hungarian)
@@ -286,26 +435,38 @@ def assignment(cost_matrix, *, init=None, batch_size=None) -> AssignmentOutput:
   matching, which proves optimality. For integer costs (``|C| < 2^24 / n`` in float32,
   ``2^53 / n`` in float64) every operation is exact, so the optimum is exact. For real costs the
   potentials carry rounding errors only, and ``gap`` certifies ``cost − OPT ≤ gap`` (of the order
-  of ``n`` rounding errors of ``max|C|``). Runs under ``jit`` and ``vmap`` (static shapes, one
-  ``lax.while_loop``); a batch ``(..., n, n)`` is solved in one call, in chunks of
-  ``batch_size`` problems. Worst case ``O(n³)`` work per problem.
+  of ``n`` rounding errors of ``max|C|``). Runs under ``jit`` and ``vmap``; a batch
+  ``(..., n, n)`` is solved in one call, in chunks of ``batch_size`` problems. Worst case
+  ``O(n³)`` work per problem.
+
+  Two implementations, same result fields: ``method="jax"`` runs the search in the graph (one
+  ``lax.while_loop`` of static shapes: GPU/TPU); ``method="host"`` solves each problem with
+  ``scipy.optimize.linear_sum_assignment`` (exact, float64) through ``jax.pure_callback``, the
+  whole batch in one callback per chunk, and recovers the potentials in JAX (see the module
+  notes); on CPU it is several times faster. ``"auto"`` picks ``"host"`` when JAX's default
+  backend is the CPU and ``"jax"`` otherwise. Both are exact; they may return different optimal
+  permutations only when several are optimal (ties).
 
   Args:
     cost_matrix: ``(n, n)`` or ``(..., n, n)``, real or integer. ``+inf`` forbids a pair (the
       problem must still admit a finite assignment); NaN and ``-inf`` are errors.
     init: optional warm start, row potentials ``(..., n)``. Any values are valid: they only
       shorten the searches (see the module notes). Default: zeros.
-    batch_size: static; problems per chunk of a batch (``None``: about ``2^19`` cost entries,
-      at least 8 problems).
+    batch_size: static; problems per chunk of a batch (``None``: about ``2^19`` cost entries
+      for ``"jax"``, ``2^22`` for ``"host"``, at least 8 problems).
+    method: static; ``"auto"`` (default), ``"jax"`` or ``"host"``.
 
   Returns:
     :class:`AssignmentOutput` with ``perm (..., n)``, ``cost (...)``, potentials ``f, g``, the
     certificate ``gap``, ``converged`` and ``n_iters``. The optimal transport value between the
-    uniform measures on the rows and columns is ``cost / n``.
+    uniform measures on the rows and columns is ``cost / n``. ``cost`` is differentiable in
+    ``cost_matrix`` by either method.
 
   References:
     Jonker, Volgenant, "A shortest augmenting path algorithm for dense and sparse linear
     assignment problems", Computing 1987.
+    Crouse, "On implementing 2D rectangular assignment algorithms", IEEE Trans. Aerosp. Electron.
+    Syst. 2016.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -317,4 +478,5 @@ def assignment(cost_matrix, *, init=None, batch_size=None) -> AssignmentOutput:
   init = _check_init(init, cost)
   if batch_size is not None:
     batch_size = V.check_static_int("batch_size", batch_size)
-  return solve_batch(cost, init, batch_size=batch_size)
+  method = resolve_method(method)
+  return solve_batch(cost, init, batch_size=batch_size, method=method)

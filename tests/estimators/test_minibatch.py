@@ -33,10 +33,11 @@ def _emd2(xb, yb):
   return ot.emd2([], [], ot.dist(np.asarray(xb, np.float64), np.asarray(yb, np.float64)))
 
 
-def test_exact_inner_matches_pot_on_every_pair(dtype):
+@pytest.mark.parametrize("method", ["host", "jax"])
+def test_exact_inner_matches_pot_on_every_pair(dtype, method):
   x, y = _clouds(dtype=dtype)
   key = jax.random.key(3)
-  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K)
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K, exact_method=method)
   ix, iy = _batches(key, x, y, M, K)
   expected = np.array([_emd2(x[i], y[j]) for i, j in zip(ix, iy)])
   rtol = 1e-5 if dtype == np.float32 else 1e-12
@@ -122,6 +123,30 @@ def test_weights_and_a_batch_size_that_does_not_divide_n():
   np.testing.assert_allclose(out.costs, [_emd2(x[i], y[j]) for i, j in zip(ix, iy)], rtol=1e-12)
 
 
+def test_random_permutations_are_the_same_on_every_backend():
+  hi, lo = jax.random.bits(jax.random.key(1), (2, 3, 500), jnp.uint32)
+  lo = lo.at[:, :250].set(0)  # force ties of the low key: the high key still orders them
+  hi = hi.at[0, :10].set(7)  # and a few ties of the high key
+  host = np.asarray(_minibatch._argsort_host(hi, lo))
+  np.testing.assert_array_equal(host, _minibatch._argsort_xla(hi, lo))
+  order = np.lexsort((np.asarray(lo), np.asarray(hi)), axis=-1)  # stable: ties by index
+  np.testing.assert_array_equal(host, order)
+  perms = np.asarray(_minibatch.random_permutations(jax.random.key(2), 4, 300))
+  np.testing.assert_array_equal(np.sort(perms, axis=1), np.broadcast_to(np.arange(300), (4, 300)))
+
+
+def test_in_graph_exact_inner_gradient_matches_finite_differences():
+  # The default (host) path is checked in test_gradients_match_finite_differences.
+  x, y = _clouds(n=40)
+  key = jax.random.key(6)
+  ix, iy = _batches(key, x, y, 8, 6)
+  fn = jax.jit(lambda x: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=6,
+                                            exact_method="jax").value)
+  np.testing.assert_allclose(fn(x), np.mean([_emd2(x[i], y[j]) for i, j in zip(ix, iy)]),
+                             rtol=1e-12)
+  _fd_check(fn, x)
+
+
 def test_sampled_batches_follow_the_weights():
   w = np.array([0.0, 0.7, 0.3])
   idx = np.asarray(_minibatch.sample_batches(jax.random.key(0), 3, jnp.asarray(w), 50, 40))
@@ -138,6 +163,7 @@ def test_sampled_batches_follow_the_weights():
     (dict(batch_size=4, n_batches=2, inner="sinkhorn"), "epsilon"),
     (dict(batch_size=4, n_batches=2, inner="sinkhorn", epsilon=0.0), "epsilon"),
     (dict(batch_size=4, n_batches=2, epsilon=0.1), "epsilon"),
+    (dict(batch_size=4, n_batches=2, exact_method="scipy"), "exact_method"),
 ])
 def test_bad_options(kwargs, match):
   x, y = _clouds()

@@ -105,6 +105,20 @@ def test_invariants_on_random_problems(seed, n, m):
   _check_invariants(out, _exact(x, y))
 
 
+def test_exact_methods_give_the_same_bounds():
+  x, y = _clouds(2, 200, d=3)
+  key = jax.random.key(2)
+  host = otkit.minibatch_bounds(key, x, y, batch_size=25, budget=24, exact_method="host")
+  graph = otkit.minibatch_bounds(key, x, y, batch_size=25, budget=24, exact_method="jax")
+  _check_invariants(host, _exact(x, y))
+  np.testing.assert_array_equal(host.solved, graph.solved)
+  np.testing.assert_allclose(host.costs, graph.costs, rtol=1e-12)
+  # The lower bound uses each pair's optimal potentials (recovered from the permutations on
+  # the host path): equal up to the potentials' gauge and rounding.
+  np.testing.assert_allclose([host.upper, host.average, host.lower],
+                             [graph.upper, graph.average, graph.lower], rtol=1e-10)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("m", [25, 40, 100])
@@ -153,6 +167,7 @@ def test_float32_jit_and_grad():
     (dict(batch_size=10, partition="kmeans"), "partition"),
     (dict(batch_size=10, partition=(np.arange(40), np.zeros(40, int))), "permutation"),
     (dict(batch_size=10, inner="sinkhorn"), "epsilon"),
+    (dict(batch_size=10, exact_method="cpu"), "exact_method"),
 ])
 def test_bad_options(kwargs, match):
   x, y = _clouds(9, 40)

@@ -1,6 +1,8 @@
 """Exact assignment: scipy's linear_sum_assignment as the oracle (integer and real costs, n from 2
-to 256), the optimality certificate, forbidden pairs, warm starts, jit/vmap/grad and bad input."""
+to 256), the optimality certificate, forbidden pairs, warm starts, jit/vmap/grad and bad input,
+for both implementations (the in-graph search and SciPy on the host)."""
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +16,9 @@ from otkit.solvers import _assignment
 # 200 problems: (n, how many); half of each group has integer costs.
 SIZES = ((2, 30), (3, 30), (7, 30), (16, 30), (33, 30), (64, 30), (128, 12), (256, 8))
 
-batched = jax.jit(otkit.assignment)
-vmapped = jax.jit(jax.vmap(otkit.assignment))
+METHODS = ("jax", "host")
+batched = {m: jax.jit(functools.partial(otkit.assignment, method=m)) for m in METHODS}
+vmapped = {m: jax.jit(jax.vmap(functools.partial(otkit.assignment, method=m))) for m in METHODS}
 
 
 def _problems(n, count, seed):
@@ -40,23 +43,25 @@ def _check_against_scipy(out, costs, rtol):
   assert np.all(np.asarray(out.converged))
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n,count", SIZES)
-def test_matches_scipy_under_jit_and_vmap(n, count):
+def test_matches_scipy_under_jit_and_vmap(n, count, method):
   integer, real = _problems(n, count, seed=n)
-  out = batched(jnp.asarray(integer))  # integer-valued: exact
+  out = batched[method](jnp.asarray(integer))  # integer-valued: exact
   _check_against_scipy(out, integer, rtol=0.0)
   np.testing.assert_array_equal(np.asarray(out.gap), 0.0)
-  out = vmapped(jnp.asarray(real))
+  out = vmapped[method](jnp.asarray(real))
   _check_against_scipy(out, real, rtol=1e-12)
   assert np.all(np.asarray(out.gap) <= 1e-12 * n * real.max())
 
 
-def test_integer_dtype_and_float32(rng):
+@pytest.mark.parametrize("method", METHODS)
+def test_integer_dtype_and_float32(rng, method):
   c = rng.integers(0, 1000, size=(20, 20))
-  out = otkit.assignment(c)
+  out = otkit.assignment(c, method=method)
   assert out.cost == _scipy_cost(c) and float(out.gap) == 0.0
   c32 = rng.random((6, 40, 40)).astype(np.float32)
-  out = otkit.assignment(c32)
+  out = batched[method](c32)
   assert out.cost.dtype == jnp.float32 and out.f.dtype == jnp.float32
   # float32: the matching is optimal up to rounding of the potentials (certified by `gap`).
   for c, value, gap in zip(c32, np.asarray(out.cost), np.asarray(out.gap)):
@@ -65,9 +70,10 @@ def test_integer_dtype_and_float32(rng):
     assert gap <= 1e-4 * expected
 
 
-def test_certificate_potentials(rng):
+@pytest.mark.parametrize("method", METHODS)
+def test_certificate_potentials(rng, method):
   c = rng.normal(size=(30, 30))
-  out = otkit.assignment(c)
+  out = otkit.assignment(c, method=method)
   f, g = np.asarray(out.f), np.asarray(out.g)
   assert np.max(f[:, None] + g[None, :] - c) <= 1e-12
   np.testing.assert_allclose(f.sum() + g.sum(), out.cost, rtol=1e-12)
@@ -75,47 +81,71 @@ def test_certificate_potentials(rng):
   np.testing.assert_allclose(f + g[perm], c[np.arange(30), perm], atol=1e-12)
 
 
-def test_forbidden_pairs_and_warm_start(rng):
+@pytest.mark.parametrize("method", METHODS)
+def test_forbidden_pairs_and_warm_start(rng, method):
   c = rng.random((4, 12, 12))
   c[rng.random(c.shape) < 0.4] = np.inf
   c[:, np.arange(12), np.roll(np.arange(12), 3)] = 2.0  # keep a feasible assignment
-  out = otkit.assignment(c)
+  out = otkit.assignment(c, method=method)
   for problem, value in zip(c, np.asarray(out.cost)):
     np.testing.assert_allclose(value, _scipy_cost(np.where(np.isinf(problem), 1e6, problem)),
                                rtol=1e-12)
-  warm = otkit.assignment(c, init=rng.normal(size=(4, 12)) * 10.0)
-  np.testing.assert_allclose(warm.cost, out.cost, rtol=1e-12)
+  assert np.all(np.asarray(out.gap) <= 1e-12)
+  for shift in (0.0, 1e9):  # the host path re-centres large potentials before reducing C
+    warm = otkit.assignment(c, init=rng.normal(size=(4, 12)) * 10.0 + shift, method=method)
+    np.testing.assert_allclose(warm.cost, out.cost, rtol=1e-12)
 
 
-def test_single_and_batched_agree_and_no_recompile(rng):
+@pytest.mark.parametrize("method", METHODS)
+def test_single_and_batched_agree_and_no_recompile(rng, method):
   c = rng.random((5, 9, 9))
-  many = otkit.assignment(c, batch_size=2)
+  many = otkit.assignment(c, batch_size=2, method=method)
   for k in range(5):
-    one = otkit.assignment(c[k])
+    one = otkit.assignment(c[k], method=method)
     np.testing.assert_array_equal(one.perm, many.perm[k])
   size = _assignment.solve_batch._cache_size()
-  otkit.assignment(c + 1.0, batch_size=2)
+  otkit.assignment(c + 1.0, batch_size=2, method=method)
   assert _assignment.solve_batch._cache_size() == size
 
 
-def test_gradient_is_the_permutation_matrix(rng):
+@pytest.mark.parametrize("method", METHODS)
+def test_gradient_is_the_permutation_matrix(rng, method):
+  solve = functools.partial(otkit.assignment, method=method)
   c = rng.normal(size=(8, 8))
-  grad = jax.grad(lambda c: otkit.assignment(c).cost)(jnp.asarray(c))
-  perm = np.asarray(otkit.assignment(c).perm)
+  grad = jax.jit(jax.grad(lambda c: solve(c).cost))(jnp.asarray(c))
+  perm = np.asarray(solve(c).perm)
   np.testing.assert_array_equal(grad, np.eye(8)[perm])
   # Away from ties the optimal cost is linear in C: finite differences agree exactly.
   d = rng.normal(size=(8, 8))
-  fd = (otkit.assignment(c + 1e-6 * d).cost - otkit.assignment(c - 1e-6 * d).cost) / 2e-6
+  fd = (solve(c + 1e-6 * d).cost - solve(c - 1e-6 * d).cost) / 2e-6
   np.testing.assert_allclose(fd, np.sum(np.asarray(grad) * d), rtol=1e-6)
+  # Batched: the gradient of the summed costs is the stack of permutation matrices.
+  cs = rng.normal(size=(3, 8, 8))
+  grads = jax.grad(lambda c: jnp.sum(jax.vmap(solve)(c).cost))(jnp.asarray(cs))
+  np.testing.assert_array_equal(grads, np.eye(8)[np.asarray(solve(cs).perm)])
 
 
-def test_failure_is_reported_inside_jit():
-  c = jnp.full((4, 4), jnp.nan)
-  out = jax.jit(otkit.assignment)(c)
+@pytest.mark.parametrize("method", METHODS)
+def test_failure_is_reported_inside_jit(method):
+  solve = jax.jit(functools.partial(otkit.assignment, method=method))
+  out = solve(jnp.full((4, 4), jnp.nan))
   assert not bool(out.converged)
   infeasible = jnp.array([[1.0, jnp.inf], [2.0, jnp.inf]])
-  out = jax.jit(otkit.assignment)(infeasible)
+  out = solve(infeasible)
   assert not bool(out.converged)
+  assert np.all(np.isfinite(np.asarray(out.perm)))
+
+
+def test_host_path_under_nested_vmap_and_auto(rng):
+  c = rng.random((2, 3, 10, 10))
+  out = jax.jit(jax.vmap(functools.partial(otkit.assignment, method="host")))(c)
+  assert out.perm.shape == (2, 3, 10) and np.all(np.asarray(out.converged))
+  for problem, value in zip(c.reshape(-1, 10, 10), np.asarray(out.cost).ravel()):
+    np.testing.assert_allclose(value, _scipy_cost(problem), rtol=1e-12)
+  # "auto" is the host path on CPU, the in-graph search on accelerators.
+  expected = "host" if jax.default_backend() == "cpu" else "jax"
+  assert _assignment.resolve_method("auto") == expected
+  np.testing.assert_array_equal(otkit.assignment(c).perm, out.perm)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -138,3 +168,5 @@ def test_bad_options():
     otkit.assignment(np.zeros((3, 3)), init=np.array([0.0, np.inf, 0.0]))
   with pytest.raises(ValueError, match="batch_size"):
     otkit.assignment(np.zeros((2, 3, 3)), batch_size=0)
+  with pytest.raises(ValueError, match="method"):
+    otkit.assignment(np.zeros((3, 3)), method="scipy")
