@@ -207,7 +207,7 @@ def check_key(key) -> Array:
 def _argsort_host(hi: Array, lo: Array) -> Array:
   def fn(hi, lo):
     keys = (np.asarray(hi).astype(np.uint64) << np.uint64(32)) | np.asarray(lo)
-    return np.argsort(keys, axis=-1, kind="stable").astype(np.int32)
+    return np.argsort(keys, axis=-1).astype(np.int32)
 
   return jax.pure_callback(fn, jax.ShapeDtypeStruct(hi.shape, jnp.int32), hi, lo,
                            vmap_method="broadcast_all")
@@ -221,10 +221,10 @@ def _argsort_xla(hi: Array, lo: Array) -> Array:
 def random_permutations(key: Array, count: int, n: int) -> Array:
   """``count`` independent uniformly random permutations of ``0..n−1``, ``(count, n)`` int32.
 
-  Each sorts 64 random bits per element (two ``uint32`` keys, lexicographic; ties are broken by
-  index, and have probability about ``n² / 2⁶⁵``). On CPU the sort is NumPy's (through
-  ``jax.pure_callback``; XLA's CPU sort is several times slower), elsewhere XLA's: both stable,
-  so every backend draws the same permutations for the same key.
+  Each sorts 64 random bits per element (two ``uint32`` keys, lexicographic). On CPU the sort is
+  NumPy's (through ``jax.pure_callback``; XLA's CPU sort is several times slower), elsewhere
+  XLA's, so every backend draws the same permutations for the same key, unless two 64-bit keys
+  tie (probability about ``n² / 2⁶⁵``), whose order may then differ.
   """
   hi, lo = jax.random.bits(key, (2, count, n), jnp.uint32)
   return jax.lax.platform_dependent(hi, lo, cpu=_argsort_host, default=_argsort_xla)
