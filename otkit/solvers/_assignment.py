@@ -15,15 +15,16 @@ solved in chunks (``lax.map`` of a ``vmap``), so a batch of problems runs as one
 
 Host path (``method="host"``, the default on CPU): the same problems solved by SciPy's
 ``linear_sum_assignment`` (Crouse's shortest augmenting path method, exact, in C++) through one
-``jax.pure_callback`` per batch, so it runs under ``jit`` and ``vmap`` on any backend. On CPU the
-in-graph search pays a handful of small XLA kernels for each of its hundreds of sequential steps
-per problem; the host loop pays about one tenth of that. The host receives each problem reduced
-by the warm start and its c-transform (``C_ij − init_i − g_j`` with ``g_j = min_i (C_ij − init_i)``,
-in float64: the optimal permutations are unchanged, and good potentials shorten SciPy's searches
-as they shorten ours) and
-returns only the permutation; the dual potentials are then recovered in JAX by Bellman–Ford
-sweeps on the optimal matching (``g_j ≤ g_σ(i) + C_ij − C_iσ(i)``, from the warm start's ``g``;
-a few sweeps of one ``(n, n)`` min-plus product each), so both paths return the same fields.
+``jax.pure_callback`` per chunk of a batch, so it runs under ``jit`` and ``vmap`` on any backend.
+On CPU the in-graph search pays a handful of small XLA kernels for each of its hundreds of
+sequential steps per problem (and a batch runs as many steps as its slowest problem); SciPy's
+compiled loop does the same searches several times faster (``benchmarks/minibatch.py``). The host
+receives each problem reduced by the warm start and its c-transform (``C_ij − init_i − g_j`` with
+``g_j = min_i (C_ij − init_i)``, in float64: the optimal permutations are unchanged, and good
+potentials shorten SciPy's searches as they shorten ours) and returns only the permutation. The
+dual potentials are then recovered in JAX by Bellman–Ford sweeps on the optimal matching
+(``g_j ≤ g_σ(i) + C_ij − C_iσ(i)``, from the warm start's ``g``; each sweep one ``(n, n)``
+min-plus product, typically 10–30 of them), so both paths return the same fields.
 
 Warm start: any row potentials ``init`` are made feasible by c-transforms
 (``g = min_i (C_ij − init_i)``, ``f = min_j (C_ij − g_j)``, ``g = min_i (C_ij − f_i)``) and
