@@ -80,15 +80,25 @@ def check_weights(name: str, w: Any, n: int, dtype) -> Array:
   return arr
 
 
-def check_positive(name: str, value: Any, dtype) -> Array:
-  """Validates a positive scalar such as ``epsilon`` (checked when concrete)."""
+def _check_scalar(name: str, value: Any, dtype, strict: bool) -> Array:
   arr = as_float_array(name, value, dtype)
   if arr.ndim != 0:
     raise ValueError(f"`{name}` must be a scalar; got shape {arr.shape}. Use `jax.vmap` to batch it.")
   values = _values(arr)
-  if values is not None and not (np.isfinite(values) and values > 0):
-    raise ValueError(f"`{name}` must be a finite number > 0; got {float(values)!r}.")
+  if values is not None and not (np.isfinite(values) and (values > 0 if strict else values >= 0)):
+    raise ValueError(f"`{name}` must be a finite number {'>' if strict else '>='} 0; "
+                     f"got {float(values)!r}.")
   return arr
+
+
+def check_positive(name: str, value: Any, dtype) -> Array:
+  """Validates a positive scalar such as ``epsilon`` (checked when concrete)."""
+  return _check_scalar(name, value, dtype, strict=True)
+
+
+def check_nonnegative(name: str, value: Any, dtype) -> Array:
+  """Validates a scalar ``>= 0`` such as a cost weight (checked when concrete)."""
+  return _check_scalar(name, value, dtype, strict=False)
 
 
 def check_tau(name: str, tau: Any, dtype) -> Array:

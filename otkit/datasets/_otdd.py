@@ -232,15 +232,6 @@ def _class_size(labels, k: int, given, n: int) -> int:
   return n
 
 
-def _weight(name: str, value, dtype) -> Array:
-  w = V.as_float_array(name, value, dtype)
-  if w.ndim != 0:
-    raise ValueError(f"`{name}` must be a scalar; got shape {w.shape}.")
-  if V.is_concrete(w) and not (np.isfinite(float(w)) and float(w) >= 0):
-    raise ValueError(f"`{name}` must be a finite number >= 0; got {float(w)!r}.")
-  return w
-
-
 # ---------------------------------------------------------------------------------------------
 # Public function
 
@@ -317,8 +308,8 @@ def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=Tru
   k_s, k_t = _pair_option("num_classes", num_classes)
   classes_s, codes_s, k_s = _classes(y_s, "y_s", k_s)
   classes_t, codes_t, k_t = _classes(y_t, "y_t", k_t)
-  feature_weight = _weight("feature_weight", feature_weight, dtype)
-  label_weight = _weight("label_weight", label_weight, dtype)
+  feature_weight = V.check_nonnegative("feature_weight", feature_weight, dtype)
+  label_weight = V.check_nonnegative("label_weight", label_weight, dtype)
 
   geom = LabelledPointCloud(x_s, codes_s, x_t, codes_t, jnp.zeros((k_s, k_t), dtype),
                             feature_weight=feature_weight, label_weight=label_weight,

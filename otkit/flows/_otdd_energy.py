@@ -109,15 +109,6 @@ def _codes(name: str, labels, n: int, num_classes):
   return jnp.asarray(labels, jnp.int32), num_classes
 
 
-def _weight(name: str, value, dtype) -> Array:
-  w = V.as_float_array(name, value, dtype)
-  if w.ndim != 0:
-    raise ValueError(f"`{name}` must be a scalar; got shape {w.shape}.")
-  if V.is_concrete(w) and not (np.isfinite(float(w)) and float(w) >= 0):
-    raise ValueError(f"`{name}` must be a finite number >= 0; got {float(w)!r}.")
-  return w
-
-
 def otdd_term(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True,
               feature_weight=1.0, label_weight=1.0, num_classes=None, tol=1e-3, max_iters=2000,
               chunk_size=None) -> OTDDTo:
@@ -140,8 +131,8 @@ def otdd_term(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True
   _, means_t, covs_t = ST.segment_statistics(x_t, codes_t, k_t)
   return OTDDTo(x_t, codes_s, codes_t, means_t, covs_t,
                 V.check_positive("epsilon", epsilon, dtype), V.check_positive("tol", tol, dtype),
-                _weight("feature_weight", feature_weight, dtype),
-                _weight("label_weight", label_weight, dtype), k_s=k_s, k_t=k_t,
+                V.check_nonnegative("feature_weight", feature_weight, dtype),
+                V.check_nonnegative("label_weight", label_weight, dtype), k_s=k_s, k_t=k_t,
                 statistics=statistics, debiased=bool(debiased),
                 max_iters=V.check_static_int("max_iters", max_iters),
                 chunk_size=_check_chunk(chunk_size))

@@ -43,7 +43,6 @@ from otkit import _validation as V
 from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
-from otkit.solvers import _implicit
 from otkit.solvers import _newton_hessian as H
 from otkit.solvers import _sinkhorn as S
 from otkit.solvers._output import SinkhornOutput
@@ -332,18 +331,8 @@ def solve_newton(problem: _dual.Problem, init, tol, warmup_tol, decay, *, warmup
     converged = (state.error <= tol) & ~state.failed
     return f, g, (converged, state.it, state.error)
 
-  controls = (init, tol, warmup_tol, decay)
-  if grad_mode == "implicit":
-    f, g, aux = _implicit.implicit_solve(solve, problem, controls, cg_maxiter=cg_maxiter)
-  else:
-    f, g, aux = solve(problem, controls)
-    if grad_mode == "envelope":
-      f, g = jax.lax.stop_gradient((f, g))
-  converged, n_iters, error = jax.lax.stop_gradient(aux)
-  value = _dual.dual_objective(problem, f, g)
-  return SinkhornOutput(f=f, g=g, value=value, converged=converged, n_iters=n_iters, error=error,
-                        a=problem.a, b=problem.b, epsilon=problem.epsilon, tau_a=problem.tau_a,
-                        tau_b=problem.tau_b)
+  return S.differentiated_output(solve, problem, (init, tol, warmup_tol, decay), grad_mode,
+                                 cg_maxiter)
 
 
 def _check_density(density) -> float:

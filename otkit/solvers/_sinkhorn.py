@@ -240,7 +240,14 @@ def solve_problem(problem: _dual.Problem, init, tol, decay, *, max_iters, fixed_
     converged = schedule.at_target(state.it) & (state.error <= tol) & ~state.failed
     return f, g, (converged, state.it, state.error)
 
-  controls = (init, tol, decay)
+  return differentiated_output(solve, problem, (init, tol, decay), grad_mode, cg_maxiter)
+
+
+def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: str,
+                          cg_maxiter: int) -> SinkhornOutput:
+  """Runs ``solve(problem, controls) -> (f, g, (converged, n_iters, error))`` with the
+  derivatives of ``grad_mode`` and assembles the :class:`SinkhornOutput` (shared by every
+  solver of the dual problem)."""
   if grad_mode == "implicit":
     f, g, aux = _implicit.implicit_solve(solve, problem, controls, cg_maxiter=cg_maxiter)
   else:
