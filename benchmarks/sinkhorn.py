@@ -366,6 +366,8 @@ def main(argv=None):
                       help="seconds per peer and grid point (raised with otkit's time)")
   parser.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated subset")
   parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+  parser.add_argument("--resume", action="store_true",
+                      help="keep the grid points already in the JSON file and measure the rest")
   args = parser.parse_args(argv)
 
   sizes = (500, 1000) if args.quick else (1000, 4000, 10000)
@@ -378,12 +380,18 @@ def main(argv=None):
   name = f"sinkhorn{backend}{'_quick' if args.quick else ''}"
   out = Path(args.out)
   results, divergence = [], []
+  if args.resume and (out / f"{name}.json").exists():
+    results = json.loads((out / f"{name}.json").read_text())["grid"]
+  done = {(r["n"], r["d"], r["epsilon"], r["solver"]) for r in results}
   for d in (2, 64):
     for n in sizes:
       x, y = point_clouds(n, d)
       for eps in (0.1, 0.01, 0.001):
-        ours = None
+        ours = next((r for r in results if (r["n"], r["d"], r["epsilon"], r["solver"])
+                     == (n, d, eps, "otkit")), None)
         for solver in solvers:
+          if (n, d, eps, solver) in done:
+            continue
           cap = args.cap
           if ours is not None:
             cap = max(cap, PEER_CAP_FACTOR[solver] * ours["time"])
