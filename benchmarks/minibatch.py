@@ -2,8 +2,8 @@
 
 Two parts, in one process:
 
-* ``assignment``: ``otkit.assignment`` on a batch of square cost matrices (one call, a ``vmap``
-  over chunks) against ``scipy.optimize.linear_sum_assignment`` looped in Python, for two kinds
+* ``assignment``: ``otkit.assignment`` on a batch of square cost matrices (one call) against
+  ``scipy.optimize.linear_sum_assignment`` and POT's ``ot.emd2`` looped in Python, for two kinds
   of costs: ``sqeuclid`` (``‖x_i − y_j‖²`` between two Gaussian clouds in 2-D, the mini-batch
   case; such low-rank costs are the harder ones for augmenting-path solvers) and ``uniform``
   (i.i.d. U[0, 1) entries).
@@ -13,6 +13,10 @@ Two parts, in one process:
   (with ``ot.dist`` for the cost), and ``otkit.minibatch_ot(inner="sinkhorn")`` against ott-jax's
   Sinkhorn ``vmap``-ed over the same batches, both at the same ε (absolute, 5 % of the mean
   batch cost) and tolerance.
+
+otkit's exact solver is timed three ways: the default (``method="auto"``: SciPy's solver on the
+host through one callback per chunk on CPU, its loop split between threads), the same on one
+thread, and the in-graph JAX search (``method="jax"``, the default on accelerators).
 
 JAX timings: the first call (tracing and compilation included) is reported as ``compile``; the
 time is the median of ``--repeats`` later calls (fewer once they add up to 30 s), each ended by
@@ -33,6 +37,8 @@ Writes ``benchmarks/results/minibatch.json`` and ``minibatch.md`` (``minibatch.q
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import platform
 import statistics
@@ -46,7 +52,9 @@ import ot
 from scipy.optimize import linear_sum_assignment
 
 import otkit
+from otkit.closed_form import _sorting
 from otkit.estimators import _minibatch
+from otkit.solvers import _assignment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = dict(
@@ -95,24 +103,51 @@ def _costs(kind, n, count, rng):
   return np.sum((x[:, :, None] - y[:, None]) ** 2, axis=-1)
 
 
+@contextlib.contextmanager
+def _one_host_thread():
+  """The host path's loop on one thread (no split between the pool's workers)."""
+  saved = _assignment._PARALLEL_MIN_SIZE
+  _assignment._PARALLEL_MIN_SIZE = np.inf
+  try:
+    yield
+  finally:
+    _assignment._PARALLEL_MIN_SIZE = saved
+
+
+def _time_methods(fn, args):
+  """``fn(method)`` timed for the default method, the host path on one thread and the in-graph
+  search: ``{name: (seconds, compile seconds, output)}``."""
+  times = dict(otkit=_time_jax(lambda: fn("auto"), args.repeats))
+  with _one_host_thread():
+    times["host1"] = _time_jax(lambda: fn("host"), args.repeats)
+  times["jax"] = _time_jax(lambda: fn("jax"), args.repeats)
+  return times
+
+
 def bench_assignment(n, count, kind, args):
   rng = np.random.default_rng(0)
   costs = _costs(kind, n, count, rng)
   device = jnp.asarray(costs)
-  solve = jax.jit(otkit.assignment)
-  t_otkit, t_compile, out = _time_jax(lambda: solve(device), args.repeats)
+  solvers = {m: jax.jit(functools.partial(otkit.assignment, method=m)) for m in _assignment.METHODS}
+  times = _time_methods(lambda m: solvers[m](device), args)
 
   def scipy_one(c):
     rows, cols = linear_sum_assignment(c)
     return c[rows, cols].sum(dtype=np.float64)
 
+  w = np.full(n, 1.0 / n)
   t_scipy, scaled, values = _time_loop(scipy_one, costs, args.peer_cap)
-  got = np.asarray(out.cost, np.float64)[: len(values)]
-  return dict(part="assignment", kind=kind, n=n, problems=count, otkit_s=t_otkit,
-              otkit_compile_s=t_compile, scipy_s=t_scipy, scipy_scaled=scaled,
-              max_rel_diff=float(np.max(np.abs(got - values) / np.maximum(values, 1e-12))),
-              all_converged=bool(np.all(np.asarray(out.converged))),
-              mean_steps=float(np.mean(np.asarray(out.n_iters))))
+  t_pot, pot_scaled, _ = _time_loop(lambda c: ot.emd2(w, w, c), costs, args.peer_cap)
+  row = dict(part="assignment", kind=kind, n=n, problems=count, scipy_s=t_scipy,
+             scipy_scaled=scaled, pot_s=t_pot, pot_scaled=pot_scaled,
+             method=_assignment.resolve_method("auto"), host_threads=_sorting._pool()[1])
+  for name, (t, t_compile, out) in times.items():
+    got = np.asarray(out.cost, np.float64)[: len(values)]
+    row[f"{name}_s"], row[f"{name}_compile_s"] = t, t_compile
+    row[f"{name}_max_rel_diff"] = float(np.max(np.abs(got - values) / np.maximum(values, 1e-12)))
+    row[f"{name}_converged"] = bool(np.all(np.asarray(out.converged)))
+  row["jax_mean_steps"] = float(np.mean(np.asarray(times["jax"][2].n_iters)))
+  return row
 
 
 def _ott_sinkhorn(eps):
@@ -142,14 +177,18 @@ def bench_estimator(n, d, m, k, args):
   iy = np.asarray(_minibatch.sample_batches(key_y, n, None, m, k))
   row = dict(part="estimator", n=n, d=d, m=m, k=k)
 
-  exact = lambda: otkit.minibatch_ot(key, xj, yj, batch_size=m, n_batches=k)
-  row["otkit_exact_s"], row["otkit_exact_compile_s"], out = _time_jax(exact, args.repeats)
+  exact = lambda method: otkit.minibatch_ot(key, xj, yj, batch_size=m, n_batches=k,
+                                            exact_method=method)
+  times = _time_methods(exact, args)
   w = np.full(m, 1.0 / m)
   pot_one = lambda pair: ot.emd2(w, w, ot.dist(x[pair[0]], y[pair[1]]))
   row["pot_s"], row["pot_scaled"], values = _time_loop(pot_one, list(zip(ix, iy)), args.peer_cap)
-  got = np.asarray(out.costs, np.float64)[: len(values)]
-  row["exact_max_rel_diff"] = float(np.max(np.abs(got - values) / values))
-  row["exact_value"] = float(out.value)
+  for name, (t, t_compile, out) in times.items():
+    got = np.asarray(out.costs, np.float64)[: len(values)]
+    row[f"{name}_exact_s"], row[f"{name}_exact_compile_s"] = t, t_compile
+    row[f"{name}_exact_max_rel_diff"] = float(np.max(np.abs(got - values) / values))
+    row[f"{name}_exact_converged"] = bool(out.converged)
+  row["exact_value"] = float(times["otkit"][2].value)
 
   eps = EPS_FRACTION * float(np.mean(values))
   row["epsilon"] = eps
@@ -171,29 +210,50 @@ def _ratio(a, b, scaled=False):
   return f"{'~' if scaled else ''}{a / b:.1f}×"
 
 
+def _times(r, prefix, suffix=""):
+  return " / ".join(f"{r[f'{name}{suffix}_{prefix}s']:.3g}" for name in ("otkit", "host1", "jax"))
+
+
 def markdown(rows, header):
-  lines = [header, "", "### Exact assignment: one `otkit.assignment` call vs `scipy.optimize."
-           "linear_sum_assignment` looped", "",
-           "| costs | n | problems | otkit (s) | compile (s) | scipy (s) | scipy / otkit | max rel. diff |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [header, "", "otkit's exact solver three ways: **otkit** = the default "
+           "(`method=\"auto\"`: SciPy's exact solver on the host through one `pure_callback` per "
+           "chunk on CPU, its loop split between threads), **1 thread** = the same on one thread, "
+           "**JAX** = the in-graph augmenting-path search (the default on GPU/TPU).", "",
+           "### Exact assignment: one `otkit.assignment` call vs `scipy.optimize."
+           "linear_sum_assignment` and POT's `ot.emd2` looped", "",
+           "| costs | n | problems | otkit (s) | 1 thread (s) | JAX (s) | scipy (s) | POT (s) "
+           "| scipy / otkit | POT / otkit | POT / 1 thread | compile otkit / 1 thread / JAX (s) "
+           "| max rel. diff |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if r["part"] == "assignment":
-      lines.append(f"| {r['kind']} | {r['n']} | {r['problems']} | {r['otkit_s']:.3g} | "
-                   f"{r['otkit_compile_s']:.3g} | {'~' if r['scipy_scaled'] else ''}{r['scipy_s']:.3g} | "
-                   f"{_ratio(r['scipy_s'], r['otkit_s'], r['scipy_scaled'])} | {r['max_rel_diff']:.1e} |")
+      diff = max(r[f"{name}_max_rel_diff"] for name in ("otkit", "host1", "jax"))
+      lines.append(
+          f"| {r['kind']} | {r['n']} | {r['problems']} | {r['otkit_s']:.3g} | {r['host1_s']:.3g} "
+          f"| {r['jax_s']:.3g} | {'~' if r['scipy_scaled'] else ''}{r['scipy_s']:.3g} | "
+          f"{'~' if r['pot_scaled'] else ''}{r['pot_s']:.3g} | "
+          f"{_ratio(r['scipy_s'], r['otkit_s'], r['scipy_scaled'])} | "
+          f"{_ratio(r['pot_s'], r['otkit_s'], r['pot_scaled'])} | "
+          f"{_ratio(r['pot_s'], r['host1_s'], r['pot_scaled'])} | {_times(r, 'compile_')} | "
+          f"{diff:.1e} |")
   lines += ["", "### Mini-batch estimator over k pairs of batches of m points", "",
-            "| n | d | m | k | otkit exact (s) | POT emd2 loop (s) | POT / otkit | otkit Sinkhorn (s) "
-            "| ott-jax Sinkhorn vmap (s) | ott / otkit | compile exact / Sinkhorn / ott (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| n | d | m | k | otkit exact (s) | 1 thread (s) | JAX exact (s) | POT emd2 loop (s) "
+            "| POT / otkit | POT / 1 thread | POT / JAX | otkit Sinkhorn (s) "
+            "| ott-jax Sinkhorn vmap (s) | ott / otkit | compile exact otkit / 1 thread / JAX (s) "
+            "| compile Sinkhorn otkit / ott (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if r["part"] == "estimator":
       lines.append(
           f"| {r['n']} | {r['d']} | {r['m']} | {r['k']} | {r['otkit_exact_s']:.3g} | "
+          f"{r['host1_exact_s']:.3g} | {r['jax_exact_s']:.3g} | "
           f"{'~' if r['pot_scaled'] else ''}{r['pot_s']:.3g} | "
-          f"{_ratio(r['pot_s'], r['otkit_exact_s'], r['pot_scaled'])} | {r['otkit_sinkhorn_s']:.3g} | "
+          f"{_ratio(r['pot_s'], r['otkit_exact_s'], r['pot_scaled'])} | "
+          f"{_ratio(r['pot_s'], r['host1_exact_s'], r['pot_scaled'])} | "
+          f"{_ratio(r['pot_s'], r['jax_exact_s'], r['pot_scaled'])} | {r['otkit_sinkhorn_s']:.3g} | "
           f"{r['ott_s']:.3g} | {_ratio(r['ott_s'], r['otkit_sinkhorn_s'])} | "
-          f"{r['otkit_exact_compile_s']:.3g} / {r['otkit_sinkhorn_compile_s']:.3g} / "
-          f"{r['ott_compile_s']:.3g} |")
+          f"{_times(r, 'compile_', '_exact')} | "
+          f"{r['otkit_sinkhorn_compile_s']:.3g} / {r['ott_compile_s']:.3g} |")
   return "\n".join(lines) + "\n"
 
 
@@ -208,10 +268,11 @@ def main():
   stem = "minibatch.quick" if args.quick else "minibatch"
   RESULTS.mkdir(exist_ok=True)
   info = dict(machine=platform.machine(), jax=jax.__version__, backend=jax.default_backend(),
-              pot=ot.__version__)
-  header = (f"float32, {info['machine']}, jax {info['jax']} on {info['backend']}, POT "
-            f"{info['pot']}. Times after compilation (median of up to {args.repeats}); POT and "
-            f"scipy loops run once (~ = cut at {args.peer_cap:.0f} s and scaled).")
+              pot=ot.__version__, cpus=_sorting._pool()[1])
+  header = (f"float32, {info['machine']} ({info['cpus']} cores), jax {info['jax']} on "
+            f"{info['backend']}, POT {info['pot']}. Times after compilation (median of up to "
+            f"{args.repeats}); POT and scipy loops run once (~ = cut at {args.peer_cap:.0f} s and "
+            "scaled).")
   rows = []
 
   def record(row):  # results are written as they come
