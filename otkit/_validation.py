@@ -43,8 +43,10 @@ def as_float_array(name: str, x: Any, dtype=None) -> Array:
 def check_finite(name: str, x: Array) -> None:
   if not is_concrete(x):
     return
-  # Reduce where the array lives: only a count crosses to the host.
-  bad = int(jnp.size(x) - jnp.count_nonzero(jnp.isfinite(x)))
+  # Reduce where the array lives (only a count crosses to the host), eagerly even when called
+  # while a caller's function is traced with ``x`` closed over as a constant.
+  with jax.ensure_compile_time_eval():
+    bad = int(jnp.size(x) - jnp.count_nonzero(jnp.isfinite(x)))
   if bad:
     raise ValueError(f"`{name}` contains {bad} NaN or infinite value(s); all entries must be finite.")
 

@@ -159,6 +159,18 @@ def test_jit_equals_eager_and_does_not_recompile(rng):
   assert solve._cache_size() == before
 
 
+def test_points_closed_over_by_a_jitted_function(rng):
+  # Concrete arrays captured by a caller's traced function are still checked, eagerly.
+  x, y, a, b = _problem(rng)
+  y = jnp.asarray(y)
+  loss = jax.jit(lambda x: otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.1).value)
+  np.testing.assert_allclose(loss(x), otkit.sinkhorn(otkit.PointCloud(x, y), a, b,
+                                                     epsilon=0.1).value, rtol=1e-12)
+  bad = y.at[0, 0].set(np.nan)
+  with pytest.raises(ValueError, match="`y` contains 1 NaN"):
+    jax.jit(lambda x: otkit.sinkhorn(otkit.PointCloud(x, bad), epsilon=0.1).value)(x)
+
+
 def test_public_function_does_not_recompile_for_new_data(rng):
   x, y, a, b = _problem(rng)
   otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.1)
