@@ -46,12 +46,15 @@ def _plan_products(problem: _dual.Problem, f: Array, g: Array):
   p_times = lambda x: R.apply_kernel_rows(geom, log_u, log_v, eps, x) / eps  # noqa: E731
   pt_times = lambda y: R.apply_kernel_rows(geom_t, log_v, log_u, eps, y) / eps  # noqa: E731
 
+  def log_d(d):  # rows or columns of zero weight have d = 0 and P = 0: keep them at −inf
+    return jnp.log(jnp.maximum(d, jnp.finfo(d.dtype).tiny))
+
   def squared_column_sums(d):  # Σ_i P_ij² / d_i, P_ij² = exp(2 log u_i + 2 log v_j − C_ij/(ε/2))
-    return R.apply_kernel_rows(geom_t, 2.0 * log_v, 2.0 * log_u - jnp.log(d), 0.5 * eps,
+    return R.apply_kernel_rows(geom_t, 2.0 * log_v, 2.0 * log_u - log_d(d), 0.5 * eps,
                                jnp.ones_like(f))
 
   def squared_row_sums(d):
-    return R.apply_kernel_rows(geom, 2.0 * log_u, 2.0 * log_v - jnp.log(d), 0.5 * eps,
+    return R.apply_kernel_rows(geom, 2.0 * log_u, 2.0 * log_v - log_d(d), 0.5 * eps,
                                jnp.ones_like(g))
 
   return p_times, pt_times, squared_column_sums, squared_row_sums
