@@ -174,11 +174,16 @@ def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) 
   return converged | (state.it >= max_iters) | state.failed | stalled
 
 
-def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Array) -> SinkhornState:
+def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Array,
+                  symmetric: bool = False) -> SinkhornState:
+  """The state before the first sweep; a symmetric problem (``g0 = f0``) needs one reduction."""
   eps0 = schedule(jnp.asarray(0))
   lf = _half_step(problem.geom, _dual.safe_log(problem.b), g0, eps0)
-  lg = _half_step(problem.geom.transpose(), _dual.safe_log(problem.a), f0, eps0)
-  error = row_error(problem, f0, lf, eps0) + column_error(problem, g0, lg, eps0)
+  if symmetric:
+    error = 2.0 * row_error(problem, f0, lf, eps0)
+  else:
+    lg = _half_step(problem.geom.transpose(), _dual.safe_log(problem.a), f0, eps0)
+    error = row_error(problem, f0, lf, eps0) + column_error(problem, g0, lg, eps0)
   zero = jnp.asarray(0, jnp.int32)
   return SinkhornState(f0, g0, lf, error, zero, jnp.asarray(False), zero, error,
                        jnp.ones((), error.dtype), error, zero)
@@ -198,7 +203,7 @@ def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, 
     geom_t = problem.geom.transpose()  # once, outside the loop
     step = functools.partial(sinkhorn_step, problem, geom_t, schedule)
   done = functools.partial(_done, schedule, tol, max_iters)
-  state = initial_state(problem, schedule, *init)
+  state = initial_state(problem, schedule, *init, symmetric=symmetric)
   if fixed_iters is not None:
     return jax.lax.scan(lambda s, _: (step(s), None), state, None, length=fixed_iters)[0]
   if differentiable:
