@@ -51,7 +51,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from otkit import _validation as V
 from otkit.closed_form import _sorting
@@ -267,6 +266,8 @@ def solve_one(cost: Array, init: Array, row_fn=None) -> AssignmentOutput:
 def _solve_rows(costs: np.ndarray, fs: np.ndarray, gs: np.ndarray, perms: np.ndarray,
                 solved: np.ndarray) -> None:
   """Fills ``perms`` and ``solved`` for problems ``costs (k, n, n)`` reduced by ``fs, gs``."""
+  from scipy.optimize import linear_sum_assignment  # host only (SciPy comes with jax)
+
   for p in range(costs.shape[0]):
     reduced = costs[p].astype(np.float64)
     reduced -= fs[p][:, None]

@@ -11,7 +11,8 @@ preconditioner ``diag(S)`` its spectrum is ``1 − σ_k²`` where the full syste
 so CG needs far fewer iterations near a permutation-like plan (small ε).
 
 When ``D_1 = B 1`` and ``D_2 = Bᵀ 1`` (balanced problems) ``S`` has the constant vector as its
-kernel; ``gauge = 1`` keeps ``x_2`` orthogonal to it.
+kernel (and ``e_j`` for every entry ``j`` of zero weight); ``gauge = 1`` keeps ``x_2``
+orthogonal to the constant vector.
 
 Reference:
   Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying, "Accelerating Sinkhorn
@@ -49,7 +50,10 @@ def schur_solve(diag_1: Array, diag_2: Array, b_times: Callable, bt_times: Calla
   inv_1 = 1.0 / jnp.maximum(diag_1, tiny)
   project = lambda x: x - gauge * jnp.mean(x)  # noqa: E731
   schur = lambda x: project(diag_2 * x - bt_times(inv_1 * b_times(project(x))))  # noqa: E731
-  inv_s = 1.0 / jnp.maximum(diag_s, jnp.finfo(diag_1.dtype).eps * diag_2 + tiny)
+  # An entry of zero weight (diag_2 = 0, a zero column of B) is in the kernel of S with the
+  # constant vector: the preconditioner leaves it at zero instead of amplifying it.
+  inv_s = jnp.where(diag_2 > 0,
+                    1.0 / jnp.maximum(diag_s, jnp.finfo(diag_1.dtype).eps * diag_2 + tiny), 0.0)
   rhs = project(rhs_2 - bt_times(inv_1 * rhs_1))
   x_2, _ = jax.scipy.sparse.linalg.cg(schur, rhs, tol=rtol, atol=0.0, maxiter=maxiter,
                                       M=lambda x: project(inv_s * project(x)))
