@@ -21,7 +21,9 @@ def is_concrete(x: Any) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
-def _values(x: Any) -> np.ndarray | None:
+def concrete_values(x: Any) -> np.ndarray | None:
+  """The values of ``x``, ``None`` when traced. Scalar options are checked on the caller's own
+  object: converting a Python number inside a caller's ``jit`` already yields a tracer."""
   return np.asarray(x) if is_concrete(x) else None
 
 
@@ -73,7 +75,7 @@ def check_weights(name: str, w: Any, n: int, dtype) -> Array:
   if arr.shape != (n,):
     raise ValueError(f"`{name}` must have shape ({n},) to match the points; got shape {arr.shape}.")
   check_finite(name, arr)
-  values = _values(arr)
+  values = concrete_values(arr)
   if values is not None:
     if np.any(values < 0):
       raise ValueError(f"`{name}` has negative entries (min {values.min():.3g}); weights must be >= 0.")
@@ -86,7 +88,7 @@ def _check_scalar(name: str, value: Any, dtype, strict: bool) -> Array:
   arr = as_float_array(name, value, dtype)
   if arr.ndim != 0:
     raise ValueError(f"`{name}` must be a scalar; got shape {arr.shape}. Use `jax.vmap` to batch it.")
-  values = _values(arr)
+  values = concrete_values(value)
   if values is not None and not (np.isfinite(values) and (values > 0 if strict else values >= 0)):
     raise ValueError(f"`{name}` must be a finite number {'>' if strict else '>='} 0; "
                      f"got {float(values)!r}.")
@@ -108,7 +110,7 @@ def check_tau(name: str, tau: Any, dtype) -> Array:
   arr = as_float_array(name, tau, dtype)
   if arr.ndim != 0:
     raise ValueError(f"`{name}` must be a scalar in (0, 1]; got shape {arr.shape}.")
-  values = _values(arr)
+  values = concrete_values(tau)
   if values is not None and not (0.0 < values <= 1.0):
     raise ValueError(f"`{name}` must lie in (0, 1] (1 = balanced marginal); got {float(values)!r}.")
   return arr
@@ -116,7 +118,7 @@ def check_tau(name: str, tau: Any, dtype) -> Array:
 
 def check_equal_mass(a: Array, b: Array, tau_a: Array, tau_b: Array) -> None:
   """Balanced OT (both taus equal to 1) needs ``sum(a) == sum(b)``."""
-  values = [_values(v) for v in (a, b, tau_a, tau_b)]
+  values = [concrete_values(v) for v in (a, b, tau_a, tau_b)]
   if any(v is None for v in values):
     return
   va, vb, ta, tb = values

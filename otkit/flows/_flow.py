@@ -202,35 +202,8 @@ def _gradient_flow(energy, x0, step_size, temperature, tol, key, *, n_steps, sav
 # Validation
 
 
-def _values(x) -> np.ndarray | None:
-  """The values of a number or array given by the caller, ``None`` when traced.
-
-  Checked on the caller's object itself: converting a Python number inside a caller's ``jit``
-  already yields a tracer.
-  """
-  if not V.is_concrete(x):
-    return None
-  try:
-    return np.asarray(x, dtype=float)
-  except (TypeError, ValueError):
-    return None
-
-
-def _scalar(name: str, value, dtype, minimum: str) -> Array:
-  """A traced scalar option, checked (finite, ``> 0`` or ``>= 0``) when its value is known."""
-  arr = V.as_float_array(name, value, dtype)
-  if arr.ndim != 0:
-    raise ValueError(f"`{name}` must be a scalar; got shape {arr.shape}. Use `jax.vmap` to run "
-                     "flows with several values.")
-  v = _values(value)
-  ok = v is None or (np.isfinite(v) and (v > 0 if minimum == "> 0" else v >= 0))
-  if not ok:
-    raise ValueError(f"`{name}` must be a finite number {minimum}; got {float(v)!r}.")
-  return arr
-
-
 def check_step_size(step_size, dtype) -> Array:
-  return _scalar("step_size", step_size, dtype, "> 0")
+  return V.check_positive("step_size", step_size, dtype)
 
 
 def check_optimizer(optimizer):
@@ -245,9 +218,9 @@ def check_optimizer(optimizer):
 
 def check_noise(temperature, key, dtype) -> tuple[Array, Array, bool]:
   """``(temperature, key, noise)``: Langevin noise needs an explicit key."""
-  beta = _scalar("temperature", temperature, dtype, ">= 0")
+  beta = V.check_nonnegative("temperature", temperature, dtype)
   if key is None:
-    v = _values(temperature)
+    v = V.concrete_values(temperature)
     if v is None or float(v) != 0.0:
       raise ValueError("`temperature` > 0 adds Langevin noise: pass a PRNG `key` "
                        "(`jax.random.key(seed)`).")
@@ -258,7 +231,7 @@ def check_noise(temperature, key, dtype) -> tuple[Array, Array, bool]:
 def check_tol(tol, dtype) -> Array:
   if tol is None:
     return jnp.asarray(-1.0, dtype)  # |ΔF| >= 0 > −1: never stops
-  return _scalar("tol", tol, dtype, ">= 0")
+  return V.check_nonnegative("tol", tol, dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ def dataset_flow(x, labels, x_t, y_t, *, mode="xonly", epsilon=0.1, step_size=0.
   term.check(x)
   codes = term.codes_s
   if mode in ("xonly", "xonly-attached"):
-    without_otdd = _flow._values(otdd_weight) is not None and float(otdd_weight) == 0.0
+    without_otdd = V.concrete_values(otdd_weight) is not None and float(otdd_weight) == 0.0
     energy = constraint if without_otdd else otdd_weight * _single(term) + constraint
     return _dataset_flow(energy, x, codes, step_size, tol, mode=mode, k_out=term.k_s,
                          n_iters=0, **options)

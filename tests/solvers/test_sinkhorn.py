@@ -169,6 +169,11 @@ def test_points_closed_over_by_a_jitted_function(rng):
   bad = y.at[0, 0].set(np.nan)
   with pytest.raises(ValueError, match="`y` contains 1 NaN"):
     jax.jit(lambda x: otkit.sinkhorn(otkit.PointCloud(x, bad), epsilon=0.1).value)(x)
+  # Literal options written inside the traced function are known too.
+  with pytest.raises(ValueError, match="`epsilon` must be a finite number > 0"):
+    jax.jit(lambda x: otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=-1.0).value)(x)
+  with pytest.raises(ValueError, match="`tau_a` must lie in"):
+    jax.jit(lambda x: otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=0.1, tau_a=2.0).value)(x)
 
 
 def test_public_function_does_not_recompile_for_new_data(rng):
