@@ -27,16 +27,21 @@ import numpy as np
 from otkit import _validation as V
 from otkit.closed_form import gaussian_w2
 from otkit.datasets import _statistics as ST
-from otkit.estimators._divergence import _divergence
-from otkit.geometry import _geometry as G
-from otkit.geometry._geometry import PointCloud
-from otkit.geometry._labelled import LabelledPointCloud, check_labels
-from otkit.solvers import _sinkhorn as S
-from otkit.solvers._output import SinkhornOutput
-from otkit.solvers._sinkhorn import sinkhorn
+from otkit.estimators import sinkhorn_divergence
+from otkit.geometry import LabelledPointCloud, PointCloud
+from otkit.geometry._geometry import auto_block_rows
+from otkit.geometry._labelled import check_labels
+from otkit.solvers import Result, Sinkhorn, SinkhornOutput, combine_results, solve
+from otkit.solvers._output import reduce_result
+from otkit.solvers._solver import check_solver
 
 Array = jax.Array
 LABEL_DISTANCES = ("gaussian", "exact")
+# Defaults: the outer problems are annealed (the label term splits the cost into class blocks,
+# and the balance of mass between blocks converges slowly at moderate ε without it); both
+# levels differentiate the value by the envelope theorem.
+DEFAULT_SOLVER = Sinkhorn(anneal=True, grad_mode="envelope")
+DEFAULT_INNER_SOLVER = Sinkhorn(grad_mode="envelope")
 
 
 @jax.tree_util.register_dataclass
@@ -47,7 +52,8 @@ class OTDDOutput:
   Attributes:
     value: ``OTDD²``, the entropic OT cost between the datasets with the augmented cost (the
       debiased Sinkhorn divergence when ``debiased=True``). ``distance = √value``.
-    converged: whether every solve (outer, and inner ones for ``"exact"``) converged.
+    result: the worst :class:`otkit.Result` code of every solve (outer, and inner ones for
+      ``"exact"``); ``converged`` is ``result == Result.CONVERGED``.
     label_distances: ``W₂²`` between source and target classes, shape ``(k_s, k_t)``.
     label_distances_s, label_distances_t: within-dataset tables ``(k_s, k_s)``, ``(k_t, k_t)``
       (``None`` unless debiased).
@@ -59,7 +65,7 @@ class OTDDOutput:
   """
 
   value: Array
-  converged: Array
+  result: Array
   label_distances: Array
   label_distances_s: Array | None
   label_distances_t: Array | None
@@ -69,6 +75,11 @@ class OTDDOutput:
   ot_t: SinkhornOutput | None
   classes_s: tuple = dataclasses.field(metadata=dict(static=True))
   classes_t: tuple = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def converged(self) -> Array:
+    """Whether every solve converged."""
+    return self.result == Result.CONVERGED
 
   @property
   def distance(self) -> Array:
@@ -110,13 +121,13 @@ def gaussian_pair_distances(means: Array, covs: Array, pairs: np.ndarray) -> Arr
 def inner_chunk(n_pairs: int, size: int) -> int:
   """Rows per block of each of ``n_pairs`` vmapped ``size × size`` problems, so that one batched
   block holds about as many entries as one block of a single large problem."""
-  rows_total = G._auto_block_rows(n_pairs * size, size, None)
+  rows_total = auto_block_rows(n_pairs * size, size, None)
   return max(1, min(size, rows_total // n_pairs))
 
 
 def entropic_pair_values(points: Array, index: Array, weights: Array, pairs: np.ndarray,
-                         epsilon: Array, tol: Array, max_iters: int) -> tuple[Array, Array]:
-  """``OT_ε`` between the padded class point sets of every pair, one vmapped :func:`sinkhorn`.
+                         epsilon: Array, solver) -> tuple[Array, Array]:
+  """``OT_ε`` between the padded class point sets of every pair, one vmapped :func:`otkit.solve`.
 
   Args:
     points: all points, ``(N, d)``; index: ``(k, size)`` positions of each class's points;
@@ -124,15 +135,14 @@ def entropic_pair_values(points: Array, index: Array, weights: Array, pairs: np.
     pairs: static ``(P, 2)`` class pairs.
 
   Returns:
-    ``(values (P,), converged (P,))``.
+    ``(values (P,), results (P,))``.
   """
   chunk = inner_chunk(len(pairs), index.shape[1])
 
   def one(i, j):
     geom = PointCloud(points[index[i]], points[index[j]], chunk_size=chunk)
-    out = sinkhorn(geom, weights[i], weights[j], epsilon=epsilon, tol=tol, max_iters=max_iters,
-                   grad_mode="envelope")
-    return out.value, out.converged
+    out = solve(geom, weights[i], weights[j], epsilon=epsilon, solver=solver)
+    return out.value, out.result
 
   return jax.vmap(one)(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]))
 
@@ -150,14 +160,13 @@ def gaussian_label_tables(x_s, labels_s, x_t, labels_t, *, k_s, k_t, within):
   values = gaussian_pair_distances(jnp.concatenate([means_s, means_t]),
                                    jnp.concatenate([covs_s, covs_t]), pairs)
   zeros = jnp.zeros(k_s + k_t, values.dtype)
-  return (*assemble(values, pairs, zeros, k_s), jnp.asarray(True))
+  return (*assemble(values, pairs, zeros, k_s), jnp.asarray(Result.CONVERGED, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("k_s", "k_t", "within", "size", "debiased",
-                                             "max_iters"))
-def exact_label_tables(x_s, labels_s, x_t, labels_t, epsilon, tol, *, k_s, k_t, within, size,
-                       debiased, max_iters):
-  """``(W_st, W_ss, W_tt, converged)`` by entropic OT between the class point sets.
+@functools.partial(jax.jit, static_argnames=("k_s", "k_t", "within", "size", "debiased"))
+def exact_label_tables(x_s, labels_s, x_t, labels_t, epsilon, solver, *, k_s, k_t, within, size,
+                       debiased):
+  """``(W_st, W_ss, W_tt, result)`` by entropic OT between the class point sets.
 
   ``debiased`` uses the Sinkhorn divergence ``OT_ε(α, β) − ½ OT_ε(α, α) − ½ OT_ε(β, β)`` (zero
   between identical classes); otherwise ``OT_ε(α, β)``. All pairs run in one vmap.
@@ -173,14 +182,14 @@ def exact_label_tables(x_s, labels_s, x_t, labels_t, epsilon, tol, *, k_s, k_t, 
   self_terms = debiased or within
   if self_terms:
     pairs = np.concatenate([pairs, np.repeat(np.arange(k, dtype=np.int32)[:, None], 2, axis=1)])
-  values, converged = entropic_pair_values(points, index, weights, pairs, epsilon, tol, max_iters)
+  values, results = entropic_pair_values(points, index, weights, pairs, epsilon, solver)
   n_cross = len(pairs) - (k if self_terms else 0)
   diagonal = values[n_cross:] if self_terms else jnp.zeros(k, values.dtype)
   values, pairs = values[:n_cross], pairs[:n_cross]
   if debiased:
     values = jnp.maximum(values - 0.5 * (diagonal[pairs[:, 0]] + diagonal[pairs[:, 1]]), 0.0)
     diagonal = jnp.zeros_like(diagonal)
-  return (*assemble(values, pairs, diagonal, k_s), jnp.all(converged))
+  return (*assemble(values, pairs, diagonal, k_s), reduce_result(results))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,22 +245,21 @@ def _class_size(labels, k: int, given, n: int) -> int:
 # Public function
 
 
-def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=True,
+def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", debiased=True,
          feature_weight=1.0, label_weight=1.0, inner_epsilon=None, inner_debiased=True,
          num_classes=None, max_class_size=None, embedding: Callable | None = None,
-         chunk_size=None, tol=1e-3, max_iters=2000, anneal=True, anneal_decay=0.5,
-         grad_mode="envelope", cg_maxiter=500, inner_tol=None, inner_max_iters=None) -> OTDDOutput:
+         chunk_size=None, solver=None, inner_solver=None) -> OTDDOutput:
   """The optimal-transport dataset distance (OTDD) between two labelled datasets.
 
-  Solves entropic OT between ``D_s = {(x_i, y_i)}`` and ``D_t`` (uniform weights) for the cost
+  Solves entropic OT between ``D_s = {(x_i, l_i)}`` and ``D_t`` (uniform weights) for the cost
   ``λ_x ‖x − x'‖² + λ_y W₂²(α_y, α'_{y'})`` (sum convention, no ½; Microsoft's ``otdd`` uses ½ on
   both terms: pass ``feature_weight=label_weight=0.5``), where ``α_y`` is the law of the features
   of class ``y``. The label sets may differ or be disjoint. The cost is looked up inside the
   online log-sum-exp: memory is O((n + m)·d + k_s·k_t), no n×m matrix.
 
   Args:
-    x_s: source features ``(n, d)``; y_s: source integer labels ``(n,)``.
-    x_t: target features ``(m, d)``; y_t: target integer labels ``(m,)``.
+    x_s: source features ``(n, d)``; labels_s: source integer labels ``(n,)``.
+    x_t: target features ``(m, d)``; labels_t: target integer labels ``(m,)``.
     epsilon: entropic regularisation of the outer problem, in units of the cost (traced).
     label_distance: ``"gaussian"`` (default): ``W₂²`` between ``N(μ_y, Σ_y)`` (Bures, biased
       class covariances, :func:`otkit.gaussian_w2`); ``"exact"``: entropic OT between the class
@@ -271,14 +279,13 @@ def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=Tru
     embedding: optional function ``(n, d) -> (n, d')`` applied to both feature arrays first
       (e.g. a projection ``lambda x: x @ P``, or a trained encoder).
     chunk_size: rows per block of the outer online reductions (static).
-    tol, max_iters, anneal_decay, cg_maxiter: outer solver options, as in :func:`otkit.sinkhorn`.
-    anneal: ε-annealing of the outer problems, as in :func:`otkit.sinkhorn` but on by default:
-      the label term splits the cost into blocks (one per class pair), and without annealing the
-      balance of mass between blocks converges very slowly at moderate ε.
-    grad_mode: outer derivative mode; ``"envelope"`` (default) gives exact first derivatives of
-      ``value`` (Danskin) without a linear solve; ``"implicit"``/``"unroll"`` as in
-      :func:`otkit.sinkhorn`.
-    inner_tol, inner_max_iters: options of the ``"exact"`` solves (default ``tol``, ``max_iters``).
+    solver: the outer solver object (:class:`otkit.Sinkhorn` or :class:`otkit.SinkhornNewton`);
+      default ``Sinkhorn(anneal=True, grad_mode="envelope")``: annealed, because the label term
+      splits the cost into blocks (one per class pair) whose balance of mass converges slowly
+      at moderate ε without it; envelope gradients (exact first derivatives of ``value``,
+      reverse mode, no linear solve).
+    inner_solver: the solver of the ``"exact"`` label distances (all class pairs in one
+      ``vmap``); default ``Sinkhorn(grad_mode="envelope")``.
 
   Returns:
     :class:`OTDDOutput` with ``value`` (``OTDD²``), ``distance``, ``label_distances (k_s, k_t)``,
@@ -298,26 +305,22 @@ def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=Tru
     (3, 3)
   """
   V.check_choice("label_distance", label_distance, LABEL_DISTANCES)
-  x_s, y_s = _check_dataset(x_s, y_s, "x_s", "y_s", embedding)
-  x_t, y_t = _check_dataset(x_t, y_t, "x_t", "y_t", embedding)
+  solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
+  inner_solver = DEFAULT_INNER_SOLVER if inner_solver is None else check_solver(inner_solver,
+                                                                                "inner_solver")
+  x_s, labels_s = _check_dataset(x_s, labels_s, "x_s", "labels_s", embedding)
+  x_t, labels_t = _check_dataset(x_t, labels_t, "x_t", "labels_t", embedding)
   if x_s.shape[1] != x_t.shape[1]:
     raise ValueError(f"`x_s` and `x_t` must have the same dimension d; got {x_s.shape} and "
                      f"{x_t.shape}.")
   dtype = V.common_dtype(x_s, x_t)
   x_s, x_t = x_s.astype(dtype), x_t.astype(dtype)
   k_s, k_t = _pair_option("num_classes", num_classes)
-  classes_s, codes_s, k_s = _classes(y_s, "y_s", k_s)
-  classes_t, codes_t, k_t = _classes(y_t, "y_t", k_t)
+  classes_s, codes_s, k_s = _classes(labels_s, "labels_s", k_s)
+  classes_t, codes_t, k_t = _classes(labels_t, "labels_t", k_t)
   feature_weight = V.check_nonnegative("feature_weight", feature_weight, dtype)
   label_weight = V.check_nonnegative("label_weight", label_weight, dtype)
-
-  geom = LabelledPointCloud(x_s, codes_s, x_t, codes_t, jnp.zeros((k_s, k_t), dtype),
-                            feature_weight=feature_weight, label_weight=label_weight,
-                            chunk_size=chunk_size)
-  problem = S.make_problem(geom, None, None, epsilon, 1.0, 1.0)
-  options = S.solver_options(problem, tol=tol, max_iters=max_iters, anneal=anneal,
-                             anneal_decay=anneal_decay, init=None, fixed_iters=None,
-                             grad_mode=grad_mode, cg_maxiter=cg_maxiter)
+  epsilon = V.check_positive("epsilon", epsilon, dtype)
   if label_distance == "gaussian":
     tables = gaussian_label_tables(x_s, codes_s, x_t, codes_t, k_s=k_s, k_t=k_t, within=debiased)
   else:
@@ -326,32 +329,21 @@ def otdd(x_s, y_s, x_t, y_t, *, epsilon, label_distance="gaussian", debiased=Tru
                _class_size(codes_t, k_t, size_t, x_t.shape[0]))
     inner_eps = V.check_positive("inner_epsilon", epsilon if inner_epsilon is None else inner_epsilon,
                                  dtype)
-    inner_tol = V.check_positive("inner_tol", tol if inner_tol is None else inner_tol, dtype)
-    inner_iters = V.check_static_int("inner_max_iters",
-                                     max_iters if inner_max_iters is None else inner_max_iters)
-    tables = exact_label_tables(x_s, codes_s, x_t, codes_t, inner_eps, inner_tol, k_s=k_s,
-                                k_t=k_t, within=debiased, size=size, debiased=bool(inner_debiased),
-                                max_iters=inner_iters)
-  w_st, w_ss, w_tt, inner_converged = tables
-  return _outer(problem, options, w_st, w_ss, w_tt, inner_converged, debiased, classes_s,
-                classes_t)
-
-
-def _outer(problem, options, w_st, w_ss, w_tt, inner_converged, debiased, classes_s, classes_t):
-  """Solves the outer problem(s) on the augmented cost and packs the result."""
-  geom = G._replace(problem.geom, label_cost=w_st)
-  problem = problem._replace(geom=geom)
+    tables = exact_label_tables(x_s, codes_s, x_t, codes_t, inner_eps, inner_solver, k_s=k_s,
+                                k_t=k_t, within=debiased, size=size, debiased=bool(inner_debiased))
+  w_st, w_ss, w_tt, inner_result = tables
+  geom = LabelledPointCloud(x_s, codes_s, x_t, codes_t, w_st, feature_weight=feature_weight,
+                            label_weight=label_weight, chunk_size=chunk_size,
+                            label_cost_xx=w_ss if debiased else None,
+                            label_cost_yy=w_tt if debiased else None)
   if not debiased:
-    out = S.solve_problem(problem, **options)
-    return OTDDOutput(value=out.value, converged=out.converged & inner_converged,
+    out = solve(geom, epsilon=epsilon, solver=solver)
+    return OTDDOutput(value=out.value, result=combine_results(out.result, inner_result),
                       label_distances=w_st, label_distances_s=None, label_distances_t=None,
                       geom=geom, ot=out, ot_s=None, ot_t=None, classes_s=classes_s,
                       classes_t=classes_t)
-  geom_ss = G._replace(geom, y=geom.x, labels_y=geom.labels_x, label_cost=w_ss)
-  geom_tt = G._replace(geom, x=geom.y, labels_x=geom.labels_y, label_cost=w_tt)
-  div = _divergence(problem, problem._replace(geom=geom_ss, b=problem.a),
-                    problem._replace(geom=geom_tt, a=problem.b), options)
-  return OTDDOutput(value=div.value, converged=div.converged & inner_converged,
+  div = sinkhorn_divergence(geom, epsilon=epsilon, solver=solver)
+  return OTDDOutput(value=div.value, result=combine_results(div.result, inner_result),
                     label_distances=w_st, label_distances_s=w_ss, label_distances_t=w_tt,
                     geom=geom, ot=div.xy, ot_s=div.xx, ot_t=div.yy, classes_s=classes_s,
                     classes_t=classes_t)

@@ -14,11 +14,15 @@ import jax
 import jax.numpy as jnp
 
 from otkit import _validation as V
-from otkit.geometry._geometry import PointCloud
-from otkit.solvers import _sinkhorn as S
-from otkit.solvers._output import SinkhornOutput
+from otkit.geometry import PointCloud
+from otkit.solvers import _solve
+from otkit.solvers._output import Result, SinkhornOutput, combine_results
+from otkit.solvers._solver import Sinkhorn, check_solver
 
 Array = jax.Array
+# The divergence's default solver: Sinkhorn with envelope gradients (exact first derivatives of
+# the value by Danskin's theorem, no linear solve).
+DEFAULT_SOLVER = Sinkhorn(grad_mode="envelope")
 
 
 @jax.tree_util.register_dataclass
@@ -28,41 +32,85 @@ class DivergenceOutput:
 
   Attributes:
     value: ``OT_ε(a, b) − ½ OT_ε(a, a) − ½ OT_ε(b, b)``, a scalar ``>= 0``.
-    converged: whether all three problems converged.
+    result: the worst :class:`otkit.Result` code of the three problems.
     xy: the :class:`otkit.SinkhornOutput` of ``OT_ε(a, b)``.
     xx, yy: those of the symmetric problems (their ``g`` equals their ``f``).
   """
 
   value: Array
-  converged: Array
+  result: Array
   xy: SinkhornOutput
   xx: SinkhornOutput
   yy: SinkhornOutput
 
+  @property
+  def converged(self) -> Array:
+    """Whether all three problems converged (``result == Result.CONVERGED``)."""
+    return self.result == Result.CONVERGED
 
-def sinkhorn_divergence(x, y, a=None, b=None, *, epsilon, cost_fn=None, chunk_size=None,
-                        tol=1e-3, max_iters=2000, anneal="auto", anneal_decay=0.5,
-                        grad_mode="envelope", cg_maxiter=500) -> DivergenceOutput:
+
+def is_geometry(x) -> bool:
+  return hasattr(x, "block_cost") and hasattr(x, "self_pairs")
+
+
+def debiased(xy: SinkhornOutput, xx: SinkhornOutput, yy: SinkhornOutput) -> DivergenceOutput:
+  """``OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν)`` from the three solved problems."""
+  value = xy.value - 0.5 * (xx.value + yy.value)
+  return DivergenceOutput(value=value, result=combine_results(xy.result, xx.result, yy.result),
+                          xy=xy, xx=xx, yy=yy)
+
+
+def self_problems(problem):
+  """The validated self-problems ``(x, x)`` and ``(y, y)`` of a validated problem ``(x, y)``."""
+  geom_xx, geom_yy = problem.geom.self_pairs()
+  return (problem._replace(geom=geom_xx, b=problem.a), problem._replace(geom=geom_yy, a=problem.b))
+
+
+def solve_divergence(problem_xy, solver, init_xy=None, init_xx=None, yy=None) -> DivergenceOutput:
+  """The divergence of a validated balanced problem (from :func:`otkit.solvers._solve.make_problem`
+  on a geometry with self-pairs): three solves, the self-problems by the symmetric update.
+
+  ``init_xy`` ``(f, g)`` and ``init_xx`` ``f`` warm-start the moving problems; ``yy``, the
+  already solved ``OT_ε(ν, ν)``, skips the third solve (a fixed target along a flow).
+  """
+  problem_xx, problem_yy = self_problems(problem_xy)
+  xy = _solve.solve_validated(problem_xy, solver, init_xy)
+  xx = _solve.solve_validated(problem_xx, solver, None if init_xx is None else (init_xx, init_xx),
+                              symmetric=True)
+  if yy is None:
+    yy = _solve.solve_validated(problem_yy, solver, symmetric=True)
+  return debiased(xy, xx, yy)
+
+
+def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chunk_size=None,
+                        solver=None) -> DivergenceOutput:
   """Debiased Sinkhorn divergence ``S_ε(μ, ν) = OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν)``.
 
-  ``OT_ε`` is the regularised value of :func:`otkit.sinkhorn` (balanced). ``S_ε`` is
+  ``OT_ε`` is the regularised value of :func:`otkit.solve` (balanced). ``S_ε`` is
   non-negative, zero iff ``μ = ν``, and interpolates between OT (ε → 0) and an MMD (ε → ∞).
   The two symmetric problems are solved with the averaged symmetric update. All three run
-  online (no n×m matrix).
+  online (no n×m matrix) for point clouds.
 
   Args:
-    x: source points ``(n, d)``; y: target points ``(m, d)``.
+    x: source points ``(n, d)``, or a geometry ``(n, m)`` with self-pairs
+      (:class:`otkit.PointCloud`, or :class:`otkit.LabelledPointCloud` with within-dataset
+      class costs): then ``y`` is ``None`` and the problems ``(x, x)`` and ``(y, y)`` are the
+      geometry's ``self_pairs()``.
+    y: target points ``(m, d)`` (``None`` when ``x`` is a geometry).
     a: source weights ``(n,)``; b: target weights ``(m,)``; default uniform; equal total mass.
     epsilon: entropic regularisation ``ε > 0`` in units of the cost (traced).
-    cost_fn: the ground cost (default ``‖x − y‖²``).
-    chunk_size: rows per block of the online reductions (static).
-    tol, max_iters, anneal, anneal_decay, cg_maxiter: as in :func:`otkit.sinkhorn`.
-    grad_mode: ``"envelope"`` (default) differentiates ``value`` by Danskin's theorem: exact first
-      derivatives in ``x``, ``y``, ``a``, ``b``, ``ε`` with no linear solve. ``"implicit"`` and
-      ``"unroll"`` also differentiate the potentials (needed for higher derivatives).
+    cost_fn: the ground cost for points (default ``‖x − y‖²``, no ½).
+    chunk_size: rows per block of the online reductions for points (static).
+    solver: :class:`otkit.Sinkhorn` or :class:`otkit.SinkhornNewton`; default
+      ``Sinkhorn(grad_mode="envelope")``: exact first derivatives of ``value`` in ``x``, ``y``,
+      ``a``, ``b``, ``ε`` by Danskin's theorem, with no linear solve (reverse mode).
+      ``grad_mode="implicit"`` or ``"unroll"`` also differentiate the potentials.
 
   Returns:
-    :class:`DivergenceOutput` with ``value`` and the three solver outputs.
+    :class:`DivergenceOutput` with ``value``, ``result`` and the three solver outputs.
+
+  References:
+    Genevay, Peyré, Cuturi, "Learning Generative Models with Sinkhorn Divergences", AISTATS 2018.
 
   Example:
     >>> import jax, otkit
@@ -71,25 +119,19 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, epsilon, cost_fn=None, chunk_si
     >>> bool(div.value > 0), bool(div.converged)
     (True, True)
     >>> g = jax.grad(lambda x: otkit.sinkhorn_divergence(x, x + 1.0, epsilon=0.1).value)(x)
+    >>> geom = otkit.PointCloud(x, x + 1.0)
+    >>> bool(abs(otkit.sinkhorn_divergence(geom, epsilon=0.1).value - div.value) < 1e-6)
+    True
   """
-  x = V.check_points("x", x)
-  y = V.check_points("y", y)
-  problem_xy = S.make_problem(PointCloud(x, y, cost_fn, chunk_size), a, b, epsilon, 1.0, 1.0)
-  geom_xy = problem_xy.geom
-  problem_xx = problem_xy._replace(geom=PointCloud(geom_xy.x, geom_xy.x, geom_xy.cost_fn, chunk_size),
-                                   b=problem_xy.a)
-  problem_yy = problem_xy._replace(geom=PointCloud(geom_xy.y, geom_xy.y, geom_xy.cost_fn, chunk_size),
-                                   a=problem_xy.b)
-  options = S.solver_options(problem_xy, tol=tol, max_iters=max_iters, anneal=anneal,
-                             anneal_decay=anneal_decay, init=None, fixed_iters=None,
-                             grad_mode=grad_mode, cg_maxiter=cg_maxiter)
-  return _divergence(problem_xy, problem_xx, problem_yy, options)
-
-
-def _divergence(problem_xy, problem_xx, problem_yy, options) -> DivergenceOutput:
-  xy = S.solve_problem(problem_xy, **options)
-  xx = S.solve_problem(problem_xx, **options, symmetric=True)
-  yy = S.solve_problem(problem_yy, **options, symmetric=True)
-  value = xy.value - 0.5 * (xx.value + yy.value)
-  converged = xy.converged & xx.converged & yy.converged
-  return DivergenceOutput(value=value, converged=converged, xy=xy, xx=xx, yy=yy)
+  solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
+  if is_geometry(x):
+    if y is not None or cost_fn is not None or chunk_size is not None:
+      raise ValueError("When `x` is a geometry, it carries the target, cost and blocking: leave "
+                       "`y`, `cost_fn` and `chunk_size` unset.")
+    geom = x
+  else:
+    if y is None:
+      raise ValueError("`y` is required: the target points (m, d), unless `x` is a geometry.")
+    geom = PointCloud(V.check_points("x", x), V.check_points("y", y), cost_fn, chunk_size)
+  problem = _solve.make_problem(geom, a, b, epsilon, 1.0, 1.0)
+  return solve_divergence(problem, solver)

@@ -34,7 +34,8 @@ from otkit.closed_form._gaussian import transport_matrix
 from otkit.geometry import _costs
 from otkit.geometry._geometry import PointCloud
 from otkit.solvers import _assignment
-from otkit.solvers import _sinkhorn as S
+from otkit.solvers import _solve
+from otkit.solvers._solver import GRAD_MODES
 from otkit.solvers._plan import transport_cost
 
 Array = jax.Array
@@ -122,7 +123,7 @@ def sinkhorn_pair(x: Array, y: Array, cost_fn, epsilon: Array, options: dict):
   """The primal cost ``⟨C, P_ε⟩`` of the entropic plan between the uniform measures on two
   batches, its source potential and whether Sinkhorn converged."""
   geom = PointCloud(x, y, cost_fn)
-  out = S.sinkhorn(geom, epsilon=epsilon, **options)
+  out = _solve.sinkhorn(geom, epsilon=epsilon, **options)
   return transport_cost(geom, out), out.f, out.converged
 
 
@@ -164,7 +165,7 @@ def check_inner(inner, epsilon, dtype, *, tol, max_iters, fixed_iters, grad_mode
     raise ValueError("inner='sinkhorn' needs `epsilon` (the entropic regularisation, in units "
                      "of the cost).")
   epsilon = V.check_positive("epsilon", epsilon, dtype)
-  V.check_choice("grad_mode", grad_mode, S.GRAD_MODES)
+  V.check_choice("grad_mode", grad_mode, GRAD_MODES)
   options = dict(tol=float(tol), max_iters=V.check_static_int("max_iters", max_iters),
                  fixed_iters=None if fixed_iters is None
                  else V.check_static_int("fixed_iters", fixed_iters),

@@ -37,9 +37,11 @@ from otkit import _validation as V
 from otkit.closed_form import _one_d
 from otkit.estimators import _sliced
 from otkit.estimators._sliced import check_key
-from otkit.geometry._geometry import PointCloud
+from otkit.estimators._divergence import DEFAULT_SOLVER, self_problems, solve_divergence
+from otkit.geometry import PointCloud
 from otkit.solvers import _dual
-from otkit.solvers import _sinkhorn as S
+from otkit.solvers import _solve
+from otkit.solvers._solver import check_solver
 
 Array = jax.Array
 _static = dict(static=True)
@@ -163,59 +165,43 @@ class SinkhornTo:
 
   Along a flow, the potentials of ``OT_ε(ρ, ν)`` and ``OT_ε(ρ, ρ)`` are carried from one step
   to the next as warm starts (``warm_start=True``), and ``OT_ε(ν, ν)``, which does not move, is
-  solved once.
+  solved once. ``solver`` is a solver object (a pytree: its tolerance is traced).
   """
 
   y: Array
   b: Array
   epsilon: Array
-  tol: Array
+  solver: Any
   cost_fn: Any = _static_field(default=None)
   chunk_size: int | None = _static_field(default=None)
-  max_iters: int = _static_field(default=2000)
-  grad_mode: str = _static_field(default="envelope")
   warm_start: bool = _static_field(default=True)
 
-  def _problems(self, x: Array):
-    # Arrays were validated when the term was built: the problems are assembled directly, so
+  def _problem(self, x: Array) -> _dual.Problem:
+    # Arrays were validated when the term was built: the problem is assembled directly, so
     # that nothing is re-checked at every step of a flow.
     dtype = x.dtype
     y, b, eps = self.y.astype(dtype), self.b.astype(dtype), self.epsilon.astype(dtype)
     a = jnp.full(x.shape[:1], 1.0 / x.shape[0], dtype)
     one = jnp.ones((), dtype)
-    xy = _dual.Problem(PointCloud(x, y, self.cost_fn, self.chunk_size), a, b, eps, one, one)
-    xx = xy._replace(geom=PointCloud(x, x, self.cost_fn, self.chunk_size), b=a)
-    yy = xy._replace(geom=PointCloud(y, y, self.cost_fn, self.chunk_size), a=b)
-    return xy, xx, yy
-
-  def _solve(self, problem, init, symmetric: bool):
-    options = S.solver_options(problem, tol=self.tol.astype(problem.a.dtype),
-                               max_iters=self.max_iters, anneal="auto", anneal_decay=0.5,
-                               init=init, fixed_iters=None, grad_mode=self.grad_mode,
-                               cg_maxiter=500)
-    return S.solve_problem(problem, **options, symmetric=symmetric)
+    return _dual.Problem(PointCloud(x, y, self.cost_fn, self.chunk_size), a, b, eps, one, one)
 
   def value(self, x: Array) -> Array:
-    xy, xx, yy = self._problems(x)
-    return (self._solve(xy, None, False).value
-            - 0.5 * (self._solve(xx, None, True).value + self._solve(yy, None, True).value))
+    return solve_divergence(self._problem(x), self.solver).value
 
   def init(self, x: Array):
-    """``(f_xy, g_xy, f_xx, OT_ε(ν, ν))``: zero potentials and the fixed self-term."""
-    _, _, yy = self._problems(x)
+    """``(f_xy, g_xy, f_xx, out_yy)``: zero potentials and the solved fixed self-term."""
+    _, problem_yy = self_problems(self._problem(x))
     zeros_x, zeros_y = jnp.zeros(x.shape[:1], x.dtype), jnp.zeros(self.y.shape[:1], x.dtype)
-    ot_yy = jax.lax.stop_gradient(self._solve(yy, None, True).value)
-    return zeros_x, zeros_y, zeros_x, ot_yy
+    out_yy = jax.lax.stop_gradient(_solve.solve_validated(problem_yy, self.solver, symmetric=True))
+    return zeros_x, zeros_y, zeros_x, out_yy
 
   def evaluate(self, x: Array, state):
     """``(S_ε(ρ_x, ν), new state)``, each solve started from the potentials in ``state``."""
-    f_xy, g_xy, f_xx, ot_yy = state
-    xy, xx, _ = self._problems(x)
+    f_xy, g_xy, f_xx, out_yy = state
     warm = self.warm_start
-    out_xy = self._solve(xy, (f_xy, g_xy) if warm else None, False)
-    out_xx = self._solve(xx, (f_xx, f_xx) if warm else None, True)
-    value = out_xy.value - 0.5 * (out_xx.value + ot_yy)
-    return value, jax.lax.stop_gradient((out_xy.f, out_xy.g, out_xx.f, ot_yy))
+    div = solve_divergence(self._problem(x), self.solver, init_xy=(f_xy, g_xy) if warm else None,
+                           init_xx=f_xx if warm else None, yy=out_yy)
+    return div.value, jax.lax.stop_gradient((div.xy.f, div.xy.g, div.xx.f, out_yy))
 
   def check(self, x: Array) -> None:
     _check_dimension("y", self.y, x)
@@ -453,8 +439,8 @@ def kde_entropy(bandwidth, *, chunk_size: int | None = None) -> Energy:
                             _check_chunk(chunk_size)))
 
 
-def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, tol=1e-3, max_iters=2000,
-                           chunk_size=None, grad_mode="envelope", warm_start=True) -> Energy:
+def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, chunk_size=None, solver=None,
+                           warm_start=True) -> Energy:
   """The debiased Sinkhorn divergence ``S_ε(ρ, ν)`` to a fixed measure ``ν = Σ_j b_j δ_{y_j}``.
 
   The same functional as :func:`otkit.sinkhorn_divergence` (online, O((n + m)·d) memory). Along
@@ -466,9 +452,10 @@ def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, tol=1e-3, max_it
     b: target weights ``(m,)``, default uniform.
     epsilon: entropic regularisation ``ε > 0`` in units of the cost (traced).
     cost_fn: the ground cost (default ``‖x − y‖²``, no ½).
-    tol, max_iters, chunk_size: as in :func:`otkit.sinkhorn` (each solve stops at ``tol``).
-    grad_mode: ``"envelope"`` (default: exact first derivatives by Danskin's theorem, no linear
-      solve), ``"implicit"`` or ``"unroll"``.
+    chunk_size: rows per block of the online reductions (static).
+    solver: a solver object (:class:`otkit.Sinkhorn`, :class:`otkit.SinkhornNewton`); default
+      ``Sinkhorn(grad_mode="envelope")``, exact first derivatives by Danskin's theorem (reverse
+      mode, no linear solve), as :func:`otkit.sinkhorn_divergence`.
     warm_start: carry the potentials along a flow (static).
 
   Returns:
@@ -488,11 +475,10 @@ def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, tol=1e-3, max_it
   """
   y = V.check_points("y", y)
   b = V.check_weights("b", b, y.shape[0], y.dtype)
-  term = SinkhornTo(y, b, V.check_positive("epsilon", epsilon, y.dtype),
-                    V.check_positive("tol", tol, y.dtype), cost_fn=cost_fn,
-                    chunk_size=_check_chunk(chunk_size),
-                    max_iters=V.check_static_int("max_iters", max_iters),
-                    grad_mode=V.check_choice("grad_mode", grad_mode, S.GRAD_MODES),
+  V.check_equal_mass(jnp.ones((1,), y.dtype), b, 1.0, 1.0)  # the particles carry mass 1
+  solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
+  term = SinkhornTo(y, b, V.check_positive("epsilon", epsilon, y.dtype), solver,
+                    cost_fn=cost_fn, chunk_size=_check_chunk(chunk_size),
                     warm_start=bool(warm_start))
   return _single(term)
 

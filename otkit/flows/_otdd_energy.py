@@ -19,6 +19,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +28,12 @@ import numpy as np
 from otkit import _validation as V
 from otkit.datasets import _otdd
 from otkit.datasets import _statistics as ST
+from otkit.estimators import sinkhorn_divergence
 from otkit.flows._energies import Energy, _check_chunk, _check_dimension, _single, _static_field
-from otkit.geometry._labelled import LabelledPointCloud, check_labels
-from otkit.solvers import _sinkhorn as S
+from otkit.geometry import LabelledPointCloud
+from otkit.geometry._labelled import check_labels
+from otkit.solvers import solve
+from otkit.solvers._solver import check_solver
 
 Array = jax.Array
 STATISTICS = ("detached", "attached")
@@ -49,14 +53,13 @@ class OTDDTo:
   means_t: Array
   covs_t: Array
   epsilon: Array
-  tol: Array
   feature_weight: Array
   label_weight: Array
+  solver: Any
   k_s: int = _static_field()
   k_t: int = _static_field()
   statistics: str = _static_field(default="detached")
   debiased: bool = _static_field(default=True)
-  max_iters: int = _static_field(default=2000)
   chunk_size: int | None = _static_field(default=None)
 
   def source_statistics(self, x: Array) -> tuple[Array, Array]:
@@ -81,16 +84,11 @@ class OTDDTo:
     geom = LabelledPointCloud(x, self.codes_s, self.x_t.astype(dtype), self.codes_t, w_st,
                               feature_weight=self.feature_weight.astype(dtype),
                               label_weight=self.label_weight.astype(dtype),
-                              chunk_size=self.chunk_size)
-    problem = S.make_problem(geom, None, None, self.epsilon.astype(dtype), 1.0, 1.0)
-    # Annealed, as otkit.otdd: the label term splits the cost into class blocks, and the
-    # balance of mass between blocks converges slowly at moderate ε without it.
-    options = S.solver_options(problem, tol=self.tol.astype(dtype), max_iters=self.max_iters,
-                               anneal=True, anneal_decay=0.5, init=None, fixed_iters=None,
-                               grad_mode="envelope", cg_maxiter=500)
-    out = _otdd._outer(problem, options, w_st, w_ss, w_tt, jnp.asarray(True), self.debiased,
-                       (), ())
-    return out.value
+                              chunk_size=self.chunk_size, label_cost_xx=w_ss, label_cost_yy=w_tt)
+    epsilon = self.epsilon.astype(dtype)
+    if self.debiased:
+      return sinkhorn_divergence(geom, epsilon=epsilon, solver=self.solver).value
+    return solve(geom, epsilon=epsilon, solver=self.solver).value
 
   def check(self, x: Array) -> None:
     _check_dimension("x_t", self.x_t, x)
@@ -109,9 +107,9 @@ def _codes(name: str, labels, n: int, num_classes):
   return jnp.asarray(labels, jnp.int32), num_classes
 
 
-def otdd_term(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True,
-              feature_weight=1.0, label_weight=1.0, num_classes=None, tol=1e-3, max_iters=2000,
-              chunk_size=None) -> OTDDTo:
+def otdd_term(x_t, labels_t, labels, *, epsilon, statistics="detached", debiased=True,
+              feature_weight=1.0, label_weight=1.0, num_classes=None, chunk_size=None,
+              solver=None) -> OTDDTo:
   """The validated :class:`OTDDTo` behind :func:`otdd_to` (also used by dataset flows)."""
   V.check_choice("statistics", statistics, STATISTICS)
   x_t = V.check_points("x_t", x_t)
@@ -123,33 +121,33 @@ def otdd_term(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True
     k_s, k_t = num_classes
   else:
     k_s = k_t = num_classes
-  codes_t, k_t = _codes("y_t", y_t, x_t.shape[0], k_t)
+  codes_t, k_t = _codes("labels_t", labels_t, x_t.shape[0], k_t)
   if labels is None or jnp.ndim(labels) != 1:
     raise ValueError(f"`labels` must be integer labels of shape (n,), one per particle; got "
                      f"{None if labels is None else jnp.shape(labels)}.")
   codes_s, k_s = _codes("labels", labels, jnp.shape(labels)[0], k_s)
   _, means_t, covs_t = ST.segment_statistics(x_t, codes_t, k_t)
+  solver = _otdd.DEFAULT_SOLVER if solver is None else check_solver(solver)
   return OTDDTo(x_t, codes_s, codes_t, means_t, covs_t,
-                V.check_positive("epsilon", epsilon, dtype), V.check_positive("tol", tol, dtype),
+                V.check_positive("epsilon", epsilon, dtype),
                 V.check_nonnegative("feature_weight", feature_weight, dtype),
-                V.check_nonnegative("label_weight", label_weight, dtype), k_s=k_s, k_t=k_t,
+                V.check_nonnegative("label_weight", label_weight, dtype), solver, k_s=k_s, k_t=k_t,
                 statistics=statistics, debiased=bool(debiased),
-                max_iters=V.check_static_int("max_iters", max_iters),
                 chunk_size=_check_chunk(chunk_size))
 
 
-def otdd_to(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True,
-            feature_weight=1.0, label_weight=1.0, num_classes=None, tol=1e-3, max_iters=2000,
-            chunk_size=None) -> Energy:
+def otdd_to(x_t, labels_t, labels, *, epsilon, statistics="detached", debiased=True,
+            feature_weight=1.0, label_weight=1.0, num_classes=None, chunk_size=None,
+            solver=None) -> Energy:
   """OTDD from the labelled particles ``(x, labels)`` to a fixed dataset ``(x_t, y_t)``.
 
-  The functional of the features ``x (n, d)`` whose value is ``otkit.otdd(x, labels, x_t, y_t,
-  epsilon=…).value`` with the Gaussian label distance: the entropic OT (debiased by default) for
+  The functional of the features ``x (n, d)`` whose value is ``otkit.otdd(x, labels, x_t,
+  labels_t, epsilon=…).value`` with the Gaussian label distance: the entropic OT (debiased by default) for
   the cost ``λ_x ‖x − x'‖² + λ_y W₂²(N(μ_l, Σ_l), N(μ'_{l'}, Σ'_{l'}))`` (sum convention; pass
   ``feature_weight=label_weight=0.5`` for the ½ convention of the reference code).
 
   Args:
-    x_t: target features ``(m, d)``; y_t: target integer labels ``(m,)``.
+    x_t: target features ``(m, d)``; labels_t: target integer labels ``(m,)``.
     labels: integer labels of the particles ``(n,)`` (fixed along the flow).
     epsilon: entropic regularisation of the outer problem (traced); the reference flows use 0.1.
     statistics: ``"detached"`` (default, the reference ``xonly``): the class statistics of the
@@ -159,7 +157,9 @@ def otdd_to(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True,
     feature_weight, label_weight: ``λ_x, λ_y >= 0`` (traced).
     num_classes: static ``k`` or ``(k_s, k_t)`` for labels already in ``[0, k)``; default: the
       distinct labels of each dataset.
-    tol, max_iters, chunk_size: options of the outer Sinkhorn solves.
+    chunk_size: rows per block of the outer online reductions (static).
+    solver: the outer solver object; default as :func:`otkit.otdd`
+      (``Sinkhorn(anneal=True, grad_mode="envelope")``).
 
   Returns:
     An :class:`otkit.flows.Energy`.
@@ -175,7 +175,7 @@ def otdd_to(x_t, y_t, labels, *, epsilon, statistics="detached", debiased=True,
     >>> round(float(F(x)), 3)  # 2‖t‖², as otkit.otdd
     0.26
   """
-  return _single(otdd_term(x_t, y_t, labels, epsilon=epsilon, statistics=statistics,
+  return _single(otdd_term(x_t, labels_t, labels, epsilon=epsilon, statistics=statistics,
                            debiased=debiased, feature_weight=feature_weight,
-                           label_weight=label_weight, num_classes=num_classes, tol=tol,
-                           max_iters=max_iters, chunk_size=chunk_size))
+                           label_weight=label_weight, num_classes=num_classes,
+                           chunk_size=chunk_size, solver=solver))

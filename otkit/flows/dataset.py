@@ -344,10 +344,10 @@ def _dataset_flow(energy, p0, codes, step_size, tol, *, mode, n_steps, save_ever
                            values=values, n_steps=taken, stopped=stopped, failed=failed)
 
 
-def dataset_flow(x, labels, x_t, y_t, *, mode="xonly", epsilon=0.1, step_size=0.1, n_steps=20,
-                 constraint=None, otdd_weight=1.0, feature_weight=1.0, label_weight=1.0,
-                 optimizer=None, save_every=1, tol=None, num_classes=None, otdd_tol=1e-3,
-                 max_iters=2000, n_clusters=None, progress=False) -> DatasetFlowOutput:
+def dataset_flow(x, labels, x_t, labels_t, *, mode="xonly", epsilon=0.1, step_size=0.1,
+                 n_steps=20, constraint=None, otdd_weight=1.0, feature_weight=1.0,
+                 label_weight=1.0, optimizer=None, save_every=1, tol=None, num_classes=None,
+                 solver=None, n_clusters=None, progress=False) -> DatasetFlowOutput:
   """Flows a labelled dataset to decrease ``otdd_weight · OTDD²(·, target) + constraint``.
 
   OTDD uses the Gaussian label distance (as :func:`otkit.otdd`, sum convention
@@ -358,7 +358,7 @@ def dataset_flow(x, labels, x_t, y_t, *, mode="xonly", epsilon=0.1, step_size=0.
 
   Args:
     x: source features ``(n, d)``; labels: source integer labels ``(n,)``.
-    x_t: target features ``(m, d)``; y_t: target integer labels ``(m,)``.
+    x_t: target features ``(m, d)``; labels_t: target integer labels ``(m,)``.
     mode: ``"xonly"`` (default), ``"xonly-attached"``, ``"xytied"`` or ``"xyaugm"`` (module
       notes).
     epsilon: entropic regularisation of OTDD (traced; the reference default 0.1).
@@ -371,7 +371,8 @@ def dataset_flow(x, labels, x_t, y_t, *, mode="xonly", epsilon=0.1, step_size=0.
     optimizer, save_every, tol, progress: as in :func:`otkit.flows.gradient_flow` (the
       reference code stops at ``tol=1e-3``).
     num_classes: static ``k`` or ``(k_s, k_t)`` for labels already in ``[0, k)``.
-    otdd_tol, max_iters: options of the Sinkhorn solves.
+    solver: the solver object of the OTDD problems (default as :func:`otkit.otdd`; for
+      ``"xyaugm"`` as :func:`otkit.flows.sinkhorn_divergence_to`).
     n_clusters: classes recovered by k-means in ``"xyaugm"`` (default: the target's).
 
   Returns:
@@ -403,9 +404,9 @@ def dataset_flow(x, labels, x_t, y_t, *, mode="xonly", epsilon=0.1, step_size=0.
   step_size = _flow.check_step_size(step_size, dtype)
   tol = _flow.check_tol(tol, dtype)
   statistics = "attached" if mode == "xonly-attached" else "detached"
-  term = otdd_term(x_t, y_t, labels, epsilon=epsilon, statistics=statistics,
+  term = otdd_term(x_t, labels_t, labels, epsilon=epsilon, statistics=statistics,
                    feature_weight=feature_weight, label_weight=label_weight,
-                   num_classes=num_classes, tol=otdd_tol, max_iters=max_iters)
+                   num_classes=num_classes, solver=solver)
   term.check(x)
   codes = term.codes_s
   if mode in ("xonly", "xonly-attached"):
@@ -419,20 +420,19 @@ def dataset_flow(x, labels, x_t, y_t, *, mode="xonly", epsilon=0.1, step_size=0.
     energy = TiedEnergy(term, otdd_weight, constraint)
     return _dataset_flow(energy, p0, codes, step_size, tol, mode=mode, k_out=term.k_s,
                          n_iters=0, **options)
-  return _augmented_flow(x, codes, term, x_t, constraint, otdd_weight, step_size, tol, epsilon,
-                         n_clusters, **options)
+  return _augmented_flow(x, codes, term, constraint, otdd_weight, step_size, tol, epsilon,
+                         n_clusters, solver, **options)
 
 
-def _augmented_flow(x, codes, term, x_t, constraint, otdd_weight, step_size, tol, epsilon,
-                    n_clusters, **options):
+def _augmented_flow(x, codes, term, constraint, otdd_weight, step_size, tol, epsilon,
+                    n_clusters, solver, **options):
   d = x.shape[1]
   z0 = _augment(x, codes, term.k_s)
   z_t = _augment(term.x_t, term.codes_t, term.k_t)
   root = lambda w: jnp.sqrt(w)  # noqa: E731
   weights = jnp.concatenate([jnp.full(d, root(term.feature_weight)),
                              jnp.full(2 * d, root(term.label_weight))]).astype(x.dtype)
-  divergence = sinkhorn_divergence_to(z_t * weights, epsilon=epsilon, tol=term.tol,
-                                      max_iters=term.max_iters).terms[0]
+  divergence = sinkhorn_divergence_to(z_t * weights, epsilon=epsilon, solver=solver).terms[0]
   energy = AugmentedEnergy(divergence, weights, otdd_weight, constraint, d=d)
   k_out = term.k_t if n_clusters is None else V.check_static_int("n_clusters", n_clusters)
   if k_out > x.shape[0]:

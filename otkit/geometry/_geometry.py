@@ -38,7 +38,7 @@ _DENSE_MAX_ELEMENTS = 1 << 25
 _DENSE_MIN_DIM = 16
 
 
-def _auto_block_rows(n: int, m: int, chunk_size: int | None) -> int:
+def auto_block_rows(n: int, m: int, chunk_size: int | None) -> int:
   if chunk_size is not None:
     return max(1, min(int(chunk_size), n))
   budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
@@ -96,14 +96,14 @@ class PointCloud:
 
   @property
   def block_rows(self) -> int:
-    return _auto_block_rows(*self.shape, self.chunk_size)
+    return auto_block_rows(*self.shape, self.chunk_size)
 
   def block_cost(self, x_block: Array) -> Array:
     """Costs of a block of source points against every target point, ``(B, m)``."""
     return self.cost_fn.pairwise(x_block, self.y)
 
   def transpose(self) -> "PointCloud":
-    return _replace(self, x=self.y, y=self.x, cost_fn=_costs.transposed_cost(self.cost_fn))
+    return replace_fields(self, x=self.y, y=self.x, cost_fn=_costs.transposed_cost(self.cost_fn))
 
   @property
   def prefers_dense(self) -> bool:
@@ -115,6 +115,24 @@ class PointCloud:
   def cost_matrix(self) -> Array:
     """The dense ``(n, m)`` cost matrix (for small problems and inspection)."""
     return self.cost_fn.pairwise(self.x, self.y)
+
+  def validate(self) -> "PointCloud":
+    """Checks the points and options eagerly; returns the geometry in one floating dtype."""
+    x = V.check_points("x", self.x)
+    y = V.check_points("y", self.y)
+    if x.shape[1] != y.shape[1]:
+      raise ValueError(f"`x` and `y` must have the same dimension d; got x {x.shape} and y {y.shape}.")
+    dtype = V.common_dtype(x, y)
+    if not _costs.is_cost(self.cost_fn):
+      raise ValueError(f"`cost_fn` must be an otkit cost or a callable c(x, y); got {self.cost_fn!r}.")
+    if self.chunk_size is not None:
+      V.check_static_int("chunk_size", self.chunk_size)
+    return replace_fields(self, x=x.astype(dtype), y=y.astype(dtype))
+
+  def self_pairs(self) -> tuple["PointCloud", "PointCloud"]:
+    """The geometries of ``x`` with ``x`` and of ``y`` with ``y`` (same cost and blocking), for
+    the self-terms of a Sinkhorn divergence."""
+    return (replace_fields(self, y=self.x), replace_fields(self, x=self.y))
 
 
 @jax.tree_util.register_dataclass
@@ -154,13 +172,28 @@ class CostMatrix:
     n, m = self.shape
     if self.chunk_size is None and n * m <= _DENSE_MAX_ELEMENTS:
       return n
-    return _auto_block_rows(n, m, self.chunk_size)
+    return auto_block_rows(n, m, self.chunk_size)
 
   def block_cost(self, rows: Array) -> Array:
     return rows
 
   def transpose(self) -> "CostMatrix":
-    return _replace(self, cost_matrix=self.cost_matrix.T)
+    return replace_fields(self, cost_matrix=self.cost_matrix.T)
+
+  def validate(self) -> "CostMatrix":
+    """Checks the matrix eagerly; returns the geometry with a floating matrix."""
+    c = V.as_float_array("cost_matrix", self.cost_matrix)
+    if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] == 0:
+      raise ValueError(f"`cost_matrix` must be a non-empty 2-D array (n, m); got shape {c.shape}.")
+    V.check_finite("cost_matrix", c)
+    if self.chunk_size is not None:
+      V.check_static_int("chunk_size", self.chunk_size)
+    return replace_fields(self, cost_matrix=c)
+
+  def self_pairs(self):
+    """A cost matrix between two measures says nothing of the costs within each of them."""
+    raise ValueError("A CostMatrix has no self-pairs (costs x–x and y–y): give the divergence "
+                     "point clouds, or its three geometries `geom_xy, geom_xx, geom_yy`.")
 
 
 def materialize(geom):
@@ -185,34 +218,32 @@ def materialize(geom):
 
 
 def validate_geometry(geom):
-  """Checks a geometry's arrays eagerly and returns it with a common floating dtype."""
-  if isinstance(geom, PointCloud):
-    x = V.check_points("x", geom.x)
-    y = V.check_points("y", geom.y)
-    if x.shape[1] != y.shape[1]:
-      raise ValueError(f"`x` and `y` must have the same dimension d; got x {x.shape} and y {y.shape}.")
-    dtype = V.common_dtype(x, y)
-    if not _costs.is_cost(geom.cost_fn):
-      raise ValueError(f"`cost_fn` must be an otkit cost or a callable c(x, y); got {geom.cost_fn!r}.")
-    if geom.chunk_size is not None:
-      V.check_static_int("chunk_size", geom.chunk_size)
-    return _replace(geom, x=x.astype(dtype), y=y.astype(dtype))
-  if isinstance(geom, CostMatrix):
-    c = V.as_float_array("cost_matrix", geom.cost_matrix)
-    if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] == 0:
-      raise ValueError(f"`cost_matrix` must be a non-empty 2-D array (n, m); got shape {c.shape}.")
-    V.check_finite("cost_matrix", c)
-    if geom.chunk_size is not None:
-      V.check_static_int("chunk_size", geom.chunk_size)
-    return _replace(geom, cost_matrix=c)
-  from otkit.geometry import _labelled  # imported here: it builds on this module
-  if isinstance(geom, _labelled.LabelledPointCloud):
-    return _labelled.validate(geom)
-  raise ValueError(f"`geom` must be an otkit.PointCloud, otkit.CostMatrix or "
-                   f"otkit.LabelledPointCloud; got {type(geom).__name__}.")
+  """Checks a geometry's arrays eagerly (``geom.validate()``), naming the argument if ``geom`` is
+  not a geometry."""
+  if not callable(getattr(geom, "validate", None)) or not hasattr(geom, "block_cost"):
+    raise ValueError(f"`geom` must be an otkit.PointCloud, otkit.CostMatrix or "
+                     f"otkit.LabelledPointCloud; got {type(geom).__name__}.")
+  return geom.validate()
 
 
-def _replace(geom, **changes):
+def fingerprint(geom) -> Array:
+  """A cheap identity of a geometry: a weighted sum of a few entries of each of its arrays.
+
+  Costs O(number of arrays); two geometries of the same shape with different data almost always
+  differ in it (not when they differ only away from the sampled entries).
+  """
+  total = jnp.zeros((), jnp.float32)
+  for k, leaf in enumerate(jax.tree.leaves(geom)):
+    flat = jnp.ravel(jnp.asarray(leaf))
+    if flat.size == 0 or not (jnp.issubdtype(flat.dtype, jnp.number) or flat.dtype == bool):
+      continue
+    picks = flat[jnp.asarray([0, flat.size // 3, flat.size // 2, flat.size - 1])]
+    weights = jnp.asarray([1.0, 1.7, 2.3, 3.1], jnp.float32) * (k + 1)
+    total = total + jnp.sum(weights * jnp.real(picks).astype(jnp.float32))
+  return jax.lax.stop_gradient(total)
+
+
+def replace_fields(geom, **changes):
   """``dataclasses.replace`` without re-running the validating ``__init__``."""
   new = object.__new__(type(geom))
   for field in dataclasses.fields(geom):

@@ -45,6 +45,9 @@ class LabelledPointCloud:
     label_weight: ``λ_y >= 0`` (traced).
     chunk_size: rows per block of the online reductions (static); ``None`` picks it from the size
       and lets the solvers store the cost matrix of a problem with at most 2²⁵ entries.
+    label_cost_xx, label_cost_yy: optional within-dataset class costs ``(k_x, k_x)`` and
+      ``(k_y, k_y)``; with them the geometry has self-pairs (x with x, y with y), and
+      :func:`otkit.sinkhorn_divergence` accepts it.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -64,15 +67,18 @@ class LabelledPointCloud:
   feature_weight: Array | float = 1.0
   label_weight: Array | float = 1.0
   chunk_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+  label_cost_xx: Array | None = None
+  label_cost_yy: Array | None = None
 
   def __init__(self, x, labels_x, y, labels_y, label_cost, cost_fn=None, feature_weight=1.0,
-               label_weight=1.0, chunk_size=None):
+               label_weight=1.0, chunk_size=None, label_cost_xx=None, label_cost_yy=None):
     # Structural normalisation only (JAX calls this when rebuilding the pytree); values are
     # checked by `validate` at the public entry points.
     for name, value in (("x", x), ("labels_x", labels_x), ("y", y), ("labels_y", labels_y),
                         ("label_cost", label_cost), ("cost_fn", _costs.as_cost(cost_fn)),
                         ("feature_weight", feature_weight), ("label_weight", label_weight),
-                        ("chunk_size", chunk_size)):
+                        ("chunk_size", chunk_size), ("label_cost_xx", label_cost_xx),
+                        ("label_cost_yy", label_cost_yy)):
       object.__setattr__(self, name, value)
 
   @property
@@ -89,7 +95,7 @@ class LabelledPointCloud:
 
   @property
   def block_rows(self) -> int:
-    return G._auto_block_rows(*self.shape, self.chunk_size)
+    return G.auto_block_rows(*self.shape, self.chunk_size)
 
   def block_cost(self, rows: tuple[Array, Array]) -> Array:
     """Costs of a block of source rows ``(x (B, d), labels (B,))`` against every target, ``(B, m)``."""
@@ -99,8 +105,9 @@ class LabelledPointCloud:
     return self.feature_weight * features + self.label_weight * classes
 
   def transpose(self) -> "LabelledPointCloud":
-    return G._replace(self, x=self.y, labels_x=self.labels_y, y=self.x, labels_y=self.labels_x,
-                      label_cost=self.label_cost.T, cost_fn=_costs.transposed_cost(self.cost_fn))
+    return G.replace_fields(self, x=self.y, labels_x=self.labels_y, y=self.x, labels_y=self.labels_x,
+                      label_cost=self.label_cost.T, cost_fn=_costs.transposed_cost(self.cost_fn),
+                      label_cost_xx=self.label_cost_yy, label_cost_yy=self.label_cost_xx)
 
   @property
   def prefers_dense(self) -> bool:
@@ -112,6 +119,23 @@ class LabelledPointCloud:
   def cost_matrix(self) -> Array:
     """The dense ``(n, m)`` augmented cost (for small problems and inspection)."""
     return self.block_cost(self.row_data)
+
+  def validate(self) -> "LabelledPointCloud":
+    """Checks the arrays eagerly; returns the geometry in one floating dtype."""
+    return validate(self)
+
+  def self_pairs(self) -> tuple["LabelledPointCloud", "LabelledPointCloud"]:
+    """The geometries of the source with itself and of the target with itself (they need
+    ``label_cost_xx`` and ``label_cost_yy``)."""
+    if self.label_cost_xx is None or self.label_cost_yy is None:
+      raise ValueError("This LabelledPointCloud has no within-dataset class costs: pass "
+                       "`label_cost_xx` (k_x, k_x) and `label_cost_yy` (k_y, k_y) to build its "
+                       "self-pairs.")
+    xx = G.replace_fields(self, y=self.x, labels_y=self.labels_x, label_cost=self.label_cost_xx,
+                          label_cost_yy=self.label_cost_xx)
+    yy = G.replace_fields(self, x=self.y, labels_x=self.labels_y, label_cost=self.label_cost_yy,
+                          label_cost_xx=self.label_cost_yy)
+    return xx, yy
 
 
 def check_labels(name: str, labels: Any, n: int, num_classes: int | None = None) -> Array:
@@ -158,5 +182,15 @@ def validate(geom: LabelledPointCloud) -> LabelledPointCloud:
     weights[name] = w
   if geom.chunk_size is not None:
     V.check_static_int("chunk_size", geom.chunk_size)
-  return G._replace(geom, x=x.astype(dtype), y=y.astype(dtype), labels_x=labels_x,
-                    labels_y=labels_y, label_cost=cost, **weights)
+  within = {}
+  for name, k in (("label_cost_xx", cost.shape[0]), ("label_cost_yy", cost.shape[1])):
+    table = getattr(geom, name)
+    if table is not None:
+      table = V.as_float_array(name, table, dtype)
+      if table.shape != (k, k):
+        raise ValueError(f"`{name}` must have shape ({k}, {k}) to match `label_cost`; got "
+                         f"{table.shape}.")
+      V.check_finite(name, table)
+    within[name] = table
+  return G.replace_fields(geom, x=x.astype(dtype), y=y.astype(dtype), labels_x=labels_x,
+                          labels_y=labels_y, label_cost=cost, **weights, **within)

@@ -41,7 +41,7 @@ def map_row_blocks(fn: Callable, rows, block: int):
   return out
 
 
-def _lse(z: Array, axis: int = -1) -> Array:
+def lse(z: Array, axis: int = -1) -> Array:
   """Log-sum-exp along ``axis``; ``-inf`` for an all ``-inf`` slice (no NaN)."""
   zmax = jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
   zmax = jnp.where(jnp.isfinite(zmax), zmax, 0.0)
@@ -60,7 +60,7 @@ def lse_rows(geom, h: Array, epsilon: Array) -> Array:
     shape ``(n,)``.
   """
   def block(rows):
-    return _lse(h[None, :] - geom.block_cost(rows) / epsilon)
+    return lse(h[None, :] - geom.block_cost(rows) / epsilon)
 
   return map_row_blocks(block, geom.row_data, geom.block_rows)
 

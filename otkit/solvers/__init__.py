@@ -1,11 +1,12 @@
-"""Entropic OT solvers and what derives from their potentials."""
+"""Entropic OT solvers, the solver contract, and what derives from their potentials."""
 
 from otkit.solvers._assignment import AssignmentOutput, assignment
-from otkit.solvers._newton import sinkhorn_newton
-from otkit.solvers._output import SinkhornOutput, check
+from otkit.solvers._output import Result, SinkhornOutput, check, combine_results
 from otkit.solvers._plan import apply_plan, transport_cost, transport_plan
-from otkit.solvers._sinkhorn import sinkhorn
+from otkit.solvers._solve import sinkhorn, sinkhorn_newton, solve
+from otkit.solvers._solver import Sinkhorn, SinkhornNewton
 
 __all__ = ["AssignmentOutput", "assignment",
-           "SinkhornOutput", "apply_plan", "check", "sinkhorn", "sinkhorn_newton", "transport_cost",
+           "Result", "Sinkhorn", "SinkhornNewton", "SinkhornOutput", "apply_plan", "check",
+           "combine_results", "sinkhorn", "sinkhorn_newton", "solve", "transport_cost",
            "transport_plan"]

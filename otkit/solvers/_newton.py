@@ -32,20 +32,17 @@ References:
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from otkit import _validation as V
 from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
 from otkit.solvers import _newton_hessian as H
 from otkit.solvers import _sinkhorn as S
-from otkit.solvers._output import SinkhornOutput
+from otkit.solvers._output import SinkhornOutput, result_code
 
 Array = jax.Array
 
@@ -305,127 +302,32 @@ def run_newton(problem: _dual.Problem, state: NewtonState, tol: Array, *, sizes:
 # ----------------------------------------------------------------------------- the solve
 
 
-@functools.partial(jax.jit, static_argnames=("warmup_iters", "max_newton_iters", "sizes",
-                                             "grad_mode", "anneal", "newton_cg_maxiter",
-                                             "cg_maxiter"))
-def solve_newton(problem: _dual.Problem, init, tol, warmup_tol, decay, *, warmup_iters,
-                 max_newton_iters, sizes, grad_mode, anneal, newton_cg_maxiter,
-                 cg_maxiter) -> SinkhornOutput:
-  """The jitted solve behind :func:`sinkhorn_newton` (inputs already validated)."""
+@jax.jit
+def solve_newton(problem: _dual.Problem, init, solver) -> SinkhornOutput:
+  """The jitted solve of a validated problem by a :class:`otkit.SinkhornNewton` solver object."""
   dtype = problem.a.dtype
-  if init is None:
-    init = (jnp.zeros(problem.geom.shape[0], dtype), jnp.zeros(problem.geom.shape[1], dtype))
-  differentiable = grad_mode == "unroll"
+  differentiable = solver.grad_mode == "unroll"
+  anneal = S.effective_anneal(solver.anneal, init)
+  init = S.zero_init(problem) if init is None else init
+  n, m = problem.geom.shape
+  sizes = H.sparsity(n, m, solver.density)
+  controls = (init, solver.default_tol(dtype), jnp.asarray(solver.warmup_tol, dtype),
+              jnp.asarray(solver.anneal_decay, dtype))
 
   def solve(problem, controls):
     init, tol, warmup_tol, decay = controls
     problem = problem._replace(geom=G.materialize(problem.geom))
-    schedule = S.Schedule(problem.epsilon, S._anneal_start(problem, anneal), decay)
+    schedule = S.Schedule(problem.epsilon, S.anneal_start(problem, anneal), decay)
     warm = S.run_sinkhorn(problem, schedule, init, jnp.maximum(tol, warmup_tol),
-                          max_iters=warmup_iters, fixed_iters=None, differentiable=differentiable)
+                          max_iters=solver.warmup_iters, fixed_iters=None,
+                          differentiable=differentiable)
     state = start_stage2(problem, problem.geom.transpose(), sizes.candidates, warm.f, warm.g,
                          warm.it, warm.failed, warm.omega)
-    state = run_newton(problem, state, tol, sizes=sizes, max_newton_iters=max_newton_iters,
-                       cg_maxiter=newton_cg_maxiter, differentiable=differentiable)
+    state = run_newton(problem, state, tol, sizes=sizes, max_newton_iters=solver.max_newton_iters,
+                       cg_maxiter=solver.newton_cg_maxiter, differentiable=differentiable)
     f, g = _dual.fix_gauge(problem, state.f, state.g)
     converged = (state.error <= tol) & ~state.failed
-    return f, g, (converged, state.it, state.error)
+    result = result_code(converged, state.failed, state.stall >= PATIENCE)
+    return f, g, (result, state.it, state.error)
 
-  return S.differentiated_output(solve, problem, (init, tol, warmup_tol, decay), grad_mode,
-                                 cg_maxiter)
-
-
-def _check_density(density) -> float:
-  if isinstance(density, bool) or not isinstance(density, (int, float, np.integer, np.floating)):
-    raise ValueError(f"`density` must be a number > 0 (entries of the plan kept in the Hessian, "
-                     f"as a multiple of max(n, m)); got {density!r}.")
-  if not (math.isfinite(float(density)) and float(density) > 0):
-    raise ValueError(f"`density` must be a finite number > 0, e.g. 5 (keeps 5·max(n, m) entries "
-                     f"of the plan); got {density!r}.")
-  return float(density)
-
-
-def default_tol(dtype) -> float:
-  """``finfo(dtype).eps ** 0.6``: about 4e-10 in float64, 7e-5 in float32."""
-  return float(jnp.finfo(dtype).eps) ** 0.6
-
-
-def sinkhorn_newton(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=None,
-                    warmup_iters=1000, warmup_tol=0.05, density=10.0, max_newton_iters=500,
-                    anneal="auto", anneal_decay=0.5, init=None, grad_mode="implicit",
-                    newton_cg_maxiter=500, cg_maxiter=500) -> SinkhornOutput:
-  """Solves entropic optimal transport to high accuracy by Sinkhorn–Newton–Sparse (SNS).
-
-  The same problem as :func:`otkit.sinkhorn` (balanced or unbalanced), solved in two stages:
-  log-domain Sinkhorn sweeps until the marginal error is below ``warmup_tol``, then Newton steps
-  on the concave dual whose Hessian keeps only the largest entries of the plan (``density``
-  times ``max(n, m)`` of them: the paper's ``λ = density / n``), each solved matrix-free by
-  conjugate gradients and safeguarded by a line search that never decreases the dual
-  objective. A Newton step that stalls hands over to Sinkhorn sweeps for a while.
-
-  SNS targets small ε, where the plan is nearly sparse and Sinkhorn needs thousands of sweeps
-  to reach a small error; there it reaches machine accuracy in tens of iterations. When the plan
-  spreads each point's mass over more than about ``density`` partners the sparse Hessian is a
-  poor model: raise ``density``, or use :func:`otkit.sinkhorn` (at large ε it is the faster one).
-
-  Args:
-    geom: :class:`otkit.PointCloud` (online) or :class:`otkit.CostMatrix`, shape ``(n, m)``.
-    a: source weights ``(n,)``, non-negative; default uniform ``1/n``.
-    b: target weights ``(m,)``; default uniform ``1/m``. Balanced problems need ``Σa = Σb``.
-    epsilon: entropic regularisation ``ε > 0`` in units of the cost (traced). The paper's
-      ``η`` is ``1/ε``.
-    tau_a, tau_b: marginal relaxations in ``(0, 1]`` (traced); ``1`` = hard marginal.
-    tol: tolerance on the L1 violation of both marginal conditions (rows plus columns). Default
-      ``finfo(dtype).eps ** 0.6`` (4e-10 in float64, 7e-5 in float32). When rounding keeps the
-      error above ``tol`` (float32 at small ε), the solver stops after 18 iterations without a
-      1 % gain and says so: ``converged=False``, ``error`` the accuracy reached.
-    warmup_iters: static cap on the Sinkhorn sweeps of stage 1 (the paper's ``N₁`` when
-      ``warmup_tol=0``), ``≥ 0``.
-    warmup_tol: stage 1 ends once the marginal error is at most ``max(tol, warmup_tol)``.
-    density: static; the sparse Hessian keeps ``⌈density · max(n, m)⌉`` entries of the plan, the
-      largest among the ``3 · density · max(n, m) / m`` largest of each column. The paper uses
-      2 to 15; point clouds at small ε may need 20 or more.
-    max_newton_iters: static cap on stage-2 iterations (Newton steps and fall-back sweeps).
-    anneal: ε-annealing of the stage-1 sweeps, as in :func:`otkit.sinkhorn` (``"auto"``,
-      ``True`` or ``False``).
-    anneal_decay: the geometric factor of the annealing schedule, in ``(0, 1)``.
-    init: optional warm start ``(f, g)``, shapes ``(n,)``, ``(m,)``.
-    grad_mode: ``"implicit"`` (default: the implicit-function rule of :func:`otkit.sinkhorn`, one
-      matrix-free CG solve at the optimum), ``"unroll"`` (backpropagates through every sweep,
-      Newton step and line search; memory grows with them) or ``"envelope"`` (potentials
-      treated as constants: exact first derivatives of ``value``).
-    newton_cg_maxiter: static cap on conjugate-gradient iterations per Newton direction.
-    cg_maxiter: static cap on conjugate-gradient iterations in the implicit backward pass.
-
-  Returns:
-    :class:`otkit.SinkhornOutput`, as from :func:`otkit.sinkhorn`: ``n_iters`` counts Sinkhorn
-    sweeps plus Newton steps, ``error`` is the L1 marginal error at the returned potentials.
-
-  References:
-    Tang et al., "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", ICLR 2024.
-
-  Example:
-    >>> import jax, otkit
-    >>> C = jax.random.uniform(jax.random.key(0), (200, 200))
-    >>> out = otkit.sinkhorn_newton(otkit.CostMatrix(C), epsilon=1e-3, tol=1e-4)
-    >>> bool(out.converged), int(out.n_iters) < 60
-    (True, True)
-  """
-  problem = S.make_problem(geom, a, b, epsilon, tau_a, tau_b)
-  warmup_iters = V.check_static_int("warmup_iters", warmup_iters, minimum=0)
-  max_newton_iters = V.check_static_int("max_newton_iters", max_newton_iters)
-  newton_cg_maxiter = V.check_static_int("newton_cg_maxiter", newton_cg_maxiter)
-  density = _check_density(density)
-  dtype = problem.a.dtype
-  warmup_tol = V.as_float_array("warmup_tol", warmup_tol, dtype)
-  if warmup_tol.ndim != 0 or (V.is_concrete(warmup_tol) and not float(warmup_tol) >= 0):
-    raise ValueError(f"`warmup_tol` must be a number >= 0; got {warmup_tol!r}.")
-  options = S.solver_options(problem, tol=default_tol(dtype) if tol is None else tol,
-                             max_iters=max(warmup_iters, 1), anneal=anneal,
-                             anneal_decay=anneal_decay, init=init, fixed_iters=None,
-                             grad_mode=grad_mode, cg_maxiter=cg_maxiter)
-  del options["max_iters"], options["fixed_iters"]
-  n, m = problem.geom.shape
-  return solve_newton(problem, **options, warmup_tol=warmup_tol, warmup_iters=warmup_iters,
-                      max_newton_iters=max_newton_iters, sizes=H.sparsity(n, m, density),
-                      newton_cg_maxiter=newton_cg_maxiter)
+  return S.differentiated_output(solve, problem, controls, solver.grad_mode, solver.cg_maxiter)

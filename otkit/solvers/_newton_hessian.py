@@ -74,7 +74,7 @@ def column_pass(problem: _dual.Problem, geom_t, f: Array, candidates: int | None
   def block(rows):
     logits = h[None, :] - geom_t.block_cost(rows) / eps
     _, idx = jax.lax.top_k(jax.lax.stop_gradient(logits).astype(jnp.float32), candidates)
-    return R._lse(logits), jnp.take_along_axis(logits, idx, axis=1), idx
+    return R.lse(logits), jnp.take_along_axis(logits, idx, axis=1), idx
 
   return R.map_row_blocks(block, geom_t.row_data, geom_t.block_rows)
 

@@ -1,13 +1,95 @@
-"""The result of an entropic OT solve, and the readable check of it."""
+"""Result codes, the result of an entropic OT solve, and the readable check of any otkit output.
+
+Every iterative output of otkit carries ``result``, a small integer code (:class:`Result`), and
+``converged == (result == Result.CONVERGED)``. Composite outputs (a divergence, OTDD, a flow,
+a mini-batch estimate) carry the worst code of their parts (:func:`combine_results`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+
+
+class Result(enum.IntEnum):
+  """Why an iterative solver stopped; larger codes are worse (see :func:`combine_results`).
+
+  Attributes:
+    CONVERGED: the stopping criterion (``tol``) was met with finite iterates.
+    STALLED: the error stopped improving above ``tol``: the floor of the floating-point precision
+      (float32 at small ε), or a problem the method cannot make progress on. ``error`` is the
+      accuracy reached.
+    MAX_ITERS: the iteration cap was reached before ``tol``.
+    NON_FINITE: an iterate became NaN or infinite; the last finite iterate is returned.
+
+  Example:
+    >>> import jax.numpy as jnp, otkit
+    >>> x = jnp.linspace(0.0, 1.0, 5)[:, None]
+    >>> out = otkit.sinkhorn(otkit.PointCloud(x, x + 0.5), epsilon=0.1, max_iters=1)
+    >>> otkit.Result(int(out.result)).name
+    'MAX_ITERS'
+  """
+
+  CONVERGED = 0
+  STALLED = 1
+  MAX_ITERS = 2
+  NON_FINITE = 3
+
+
+_ADVICE = {
+    Result.STALLED: "the error stopped improving (the precision floor of the dtype at this ε): "
+                    "use float64, a larger `epsilon`, a looser `tol`, or otkit.SinkhornNewton",
+    Result.MAX_ITERS: "the iteration cap was reached: increase `max_iters`, loosen `tol`, or "
+                      "increase `epsilon`",
+    Result.NON_FINITE: "an iterate became NaN or infinite: check the inputs (costs, weights) "
+                       "and try a larger `epsilon`",
+}
+
+
+def combine_results(*results: Array) -> Array:
+  """The worst of several result codes, elementwise (``CONVERGED`` only if all converged).
+
+  Args:
+    *results: integer code arrays of broadcastable shapes.
+
+  Returns:
+    ``int32`` array of the broadcast shape.
+
+  Example:
+    >>> import otkit
+    >>> int(otkit.combine_results(otkit.Result.CONVERGED, otkit.Result.MAX_ITERS))
+    2
+  """
+  out = jnp.asarray(Result.CONVERGED, jnp.int32)
+  for r in results:
+    out = jnp.maximum(out, jnp.asarray(r, jnp.int32))
+  return out
+
+
+def reduce_result(result: Array) -> Array:
+  """The worst code over every entry of ``result`` (a scalar), e.g. over a batch of problems."""
+  return jnp.max(jnp.asarray(result, jnp.int32))
+
+
+def result_code(converged: Array, failed: Array, stalled: Array) -> Array:
+  """The code of a solver that stopped: converged, else non-finite, stalled or at its cap."""
+  return jnp.where(converged, Result.CONVERGED,
+                   jnp.where(failed, Result.NON_FINITE,
+                             jnp.where(stalled, Result.STALLED, Result.MAX_ITERS))).astype(jnp.int32)
+
+
+def finite_result(*values: Array) -> Array:
+  """``CONVERGED`` if every value is finite, else ``NON_FINITE`` (for non-iterative outputs)."""
+  ok = jnp.asarray(True)
+  for v in values:
+    ok = ok & jnp.all(jnp.isfinite(v))
+  return jnp.where(ok, Result.CONVERGED, Result.NON_FINITE).astype(jnp.int32)
 
 
 @jax.tree_util.register_dataclass
@@ -19,11 +101,14 @@ class SinkhornOutput:
     f: source potential, shape ``(n,)``.
     g: target potential, shape ``(m,)``.
     value: the regularised objective (the dual value, equal to the primal one at the optimum).
-    converged: whether the L1 marginal error reached ``tol`` at the target ε with finite iterates.
+    result: why the solver stopped, an ``int32`` :class:`Result` code.
     n_iters: Sinkhorn sweeps (and Newton steps, for second-order solvers) performed.
     error: L1 violation of the two marginal conditions (rows plus columns) at the returned potentials.
     a, b: the weights the problem was solved with, shapes ``(n,)`` and ``(m,)``.
     epsilon, tau_a, tau_b: the scalars the problem was solved with.
+    fingerprint: a cheap identity of the geometry (a few of its entries), which
+      :func:`otkit.transport_plan` and friends compare eagerly to catch a different geometry of
+      the same shape.
 
   The plan is ``P_ij = a_i b_j exp((f_i + g_j − C_ij) / ε)``: see :func:`otkit.transport_plan`.
   """
@@ -31,7 +116,7 @@ class SinkhornOutput:
   f: Array
   g: Array
   value: Array
-  converged: Array
+  result: Array
   n_iters: Array
   error: Array
   a: Array
@@ -39,12 +124,44 @@ class SinkhornOutput:
   epsilon: Array
   tau_a: Array
   tau_b: Array
+  fingerprint: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
 
 
-def check(out: SinkhornOutput) -> SinkhornOutput:
+def converged_of(out) -> Array:
+  """``result == CONVERGED`` for any output with a ``result`` code."""
+  return out.result == Result.CONVERGED
+
+
+def _values(out) -> list:
+  names = ("value", "f", "g", "x", "cost", "costs", "upper", "lower")
+  found = []
+  for name in names:
+    v = getattr(out, name, None)
+    if v is not None and not callable(v):
+      try:
+        found.append((name, np.asarray(v)))
+      except (TypeError, ValueError):
+        pass
+  return found
+
+
+def check(out):
   """Raises a readable ``RuntimeError`` if a solve failed; returns ``out`` unchanged otherwise.
 
-  Call it outside ``jit`` on a (possibly batched) :class:`SinkhornOutput`.
+  Accepts every output otkit returns (Sinkhorn, divergence, OTDD, flows, mini-batch, bounds,
+  assignment, sliced), possibly batched by ``vmap``, and names the reason (a :class:`Result`)
+  in its message. Call it outside ``jax.jit``.
+
+  Args:
+    out: an otkit output (a pytree with a ``result`` code).
+
+  Returns:
+    ``out``.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -53,20 +170,26 @@ def check(out: SinkhornOutput) -> SinkhornOutput:
     >>> bool(out.converged)
     True
   """
-  if isinstance(jax.numpy.asarray(out.f), jax.core.Tracer):
+  if not hasattr(out, "result"):
+    raise TypeError(f"`otkit.check` takes an otkit output (with a `result` code); got "
+                    f"{type(out).__name__}.")
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(out)):
     raise ValueError("`otkit.check` inspects values: call it outside `jax.jit`.")
-  converged = np.asarray(out.converged)
-  finite = all(np.all(np.isfinite(np.asarray(v))) for v in (out.f, out.g, out.value))
-  if not finite:
-    raise RuntimeError("The solver returned non-finite potentials or value; check the inputs "
-                       "(costs, weights) and try a larger `epsilon`.")
-  if not np.all(converged):
-    errors = np.atleast_1d(np.asarray(out.error))
-    iters = np.atleast_1d(np.asarray(out.n_iters))
-    bad = np.flatnonzero(~np.atleast_1d(converged))
-    first = bad[0]
-    raise RuntimeError(
-        f"{bad.size} of {converged.size} problem(s) did not converge: e.g. marginal error "
-        f"{errors.flat[first]:.3g} after {iters.flat[first]} iterations. Increase `max_iters`, "
-        "loosen `tol`, or increase `epsilon`.")
-  return out
+  codes = np.atleast_1d(np.asarray(out.result))
+  bad = np.flatnonzero(codes != Result.CONVERGED)
+  if bad.size == 0:
+    for name, v in _values(out):
+      if not np.all(np.isfinite(v)):
+        raise RuntimeError(f"{type(out).__name__}.{name} is not finite: "
+                           f"{_ADVICE[Result.NON_FINITE]}.")
+    return out
+  first = Result(int(codes[bad[0]]))
+  where = f"{bad.size} of {codes.size} problem(s)" if codes.size > 1 else "the problem"
+  detail = ""
+  error, iters = getattr(out, "error", None), getattr(out, "n_iters", None)
+  if error is not None and iters is not None and np.size(error) == codes.size:
+    e = np.atleast_1d(np.asarray(error)).flat[bad[0]]
+    it = np.atleast_1d(np.asarray(iters)).flat[bad[0]]
+    detail = f" (marginal error {e:.3g} after {it} iterations)"
+  raise RuntimeError(f"{type(out).__name__}: {where} stopped with {first.name}{detail}: "
+                     f"{_ADVICE[first]}.")

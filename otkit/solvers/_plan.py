@@ -7,9 +7,13 @@ The plan of a :class:`otkit.SinkhornOutput` is ``P_ij = a_i b_j exp((f_i + g_j â
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
+from otkit import _validation as V
+from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers._dual import safe_log
 from otkit.solvers._output import SinkhornOutput
@@ -22,9 +26,34 @@ def _log_scalings(out: SinkhornOutput) -> tuple[Array, Array]:
 
 
 def _check_shape(geom, out: SinkhornOutput) -> None:
+  """Checks that ``out`` was solved on ``geom``: its shape always, its fingerprint when both are
+  concrete (a few entries; a different geometry of the same shape is caught without a pass)."""
+  if not isinstance(out, SinkhornOutput):
+    raise ValueError(f"`out` must be an otkit.SinkhornOutput (from otkit.solve or otkit.sinkhorn); "
+                     f"got {type(out).__name__}.")
+  if not hasattr(geom, "block_cost"):
+    raise ValueError(f"`geom` must be an otkit geometry; got {type(geom).__name__}.")
   if (out.f.shape[-1], out.g.shape[-1]) != tuple(geom.shape):
     raise ValueError(f"`out` has potentials of sizes {(out.f.shape[-1], out.g.shape[-1])} but `geom` "
                      f"has shape {tuple(geom.shape)}; pass the geometry the problem was solved on.")
+  leaves = [out.fingerprint, *jax.tree.leaves(geom)]
+  if out.fingerprint.ndim or not all(V.is_concrete(v) for v in leaves):
+    return
+  with jax.ensure_compile_time_eval():
+    mine = float(G.fingerprint(geom.validate()))
+  theirs = float(out.fingerprint)
+  if not math.isclose(mine, theirs, rel_tol=1e-4, abs_tol=1e-4 * (1.0 + abs(theirs))):
+    raise ValueError("`geom` is not the geometry `out` was solved on (same shape, different "
+                     "data); pass the geometry the problem was solved on.")
+
+
+def _check_vector(name: str, vec, size: int, axis: int):
+  vec = V.as_float_array(name, vec)
+  if vec.ndim not in (1, 2) or vec.shape[0] != size:
+    raise ValueError(f"`{name}` must have shape ({size},) or ({size}, k) for axis={axis}; got "
+                     f"shape {vec.shape}.")
+  V.check_finite(name, vec)
+  return vec
 
 
 def transport_plan(geom, out: SinkhornOutput) -> Array:
@@ -71,12 +100,13 @@ def apply_plan(geom, out: SinkhornOutput, vec: Array, *, axis: int = 1) -> Array
     >>> barycentric = otkit.apply_plan(geom, out, geom.y) / out.a[:, None]  # â‰ˆ x + 1
   """
   _check_shape(geom, out)
+  if axis not in (0, 1) or isinstance(axis, bool):
+    raise ValueError(f"`axis` must be 0 or 1; got {axis!r}.")
+  vec = _check_vector("vec", vec, geom.shape[axis], axis).astype(out.f.dtype)
   log_u, log_v = _log_scalings(out)
   if axis == 1:
-    return R.apply_kernel_rows(geom, log_u, log_v, out.epsilon, jnp.asarray(vec))
-  if axis == 0:
-    return R.apply_kernel_rows(geom.transpose(), log_v, log_u, out.epsilon, jnp.asarray(vec))
-  raise ValueError(f"`axis` must be 0 or 1; got {axis!r}.")
+    return R.apply_kernel_rows(geom, log_u, log_v, out.epsilon, vec)
+  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, out.epsilon, vec)
 
 
 def transport_cost(geom, out: SinkhornOutput) -> Array:

@@ -25,10 +25,9 @@ from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
 from otkit.solvers import _implicit
-from otkit.solvers._output import SinkhornOutput
+from otkit.solvers._output import SinkhornOutput, result_code
 
 Array = jax.Array
-GRAD_MODES = ("implicit", "unroll", "envelope")
 
 
 # Over-relaxation: after RATE_WINDOW plain sweeps at the target ε the linear rate λ of plain
@@ -168,10 +167,14 @@ def symmetric_step(problem: _dual.Problem, schedule: Schedule, state: SinkhornSt
   return _accept(state._replace(f=f, g=f, lf=lf, error=error, it=state.it + 1), state)
 
 
+def stalled(state: SinkhornState) -> Array:
+  """Whether the error at the target ε has stopped improving (see ``STALL_SWEEPS``)."""
+  return state.stall >= jnp.maximum(STALL_SWEEPS, state.at_target // 2)
+
+
 def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) -> Array:
   converged = schedule.at_target(state.it) & (state.error <= tol)
-  stalled = state.stall >= jnp.maximum(STALL_SWEEPS, state.at_target // 2)
-  return converged | (state.it >= max_iters) | state.failed | stalled
+  return converged | (state.it >= max_iters) | state.failed | stalled(state)
 
 
 def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Array,
@@ -212,7 +215,7 @@ def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, 
   return jax.lax.while_loop(lambda s: ~done(s), step, state)
 
 
-def _anneal_start(problem: _dual.Problem, anneal: bool | str) -> Array:
+def anneal_start(problem: _dual.Problem, anneal: bool | str) -> Array:
   """``ε_0``: the largest cost, or ``ε`` itself (no annealing). ``"auto"`` anneals only when
   ``ε ≤ ANNEAL_BELOW × mean cost``, where it saves sweeps; above, it costs a few."""
   eps = problem.epsilon
@@ -225,27 +228,40 @@ def _anneal_start(problem: _dual.Problem, anneal: bool | str) -> Array:
   return jax.lax.stop_gradient(start)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "fixed_iters", "grad_mode", "anneal",
-                                             "cg_maxiter", "symmetric"))
-def solve_problem(problem: _dual.Problem, init, tol, decay, *, max_iters, fixed_iters, grad_mode,
-                  anneal, cg_maxiter, symmetric=False) -> SinkhornOutput:
-  """The jitted solve behind :func:`sinkhorn` (inputs already validated)."""
+def zero_init(problem: _dual.Problem) -> tuple[Array, Array]:
   dtype = problem.a.dtype
-  if init is None:
-    init = (jnp.zeros(problem.geom.shape[0], dtype), jnp.zeros(problem.geom.shape[1], dtype))
+  return jnp.zeros(problem.geom.shape[0], dtype), jnp.zeros(problem.geom.shape[1], dtype)
+
+
+def effective_anneal(anneal, init) -> bool | str:
+  """A warm start is not annealed unless ``anneal=True``."""
+  return anneal if init is None else (anneal is True)
+
+
+@functools.partial(jax.jit, static_argnames=("symmetric",))
+def solve_problem(problem: _dual.Problem, init, solver, *, symmetric=False) -> SinkhornOutput:
+  """The jitted solve of a validated problem by a :class:`otkit.Sinkhorn` solver object.
+
+  ``symmetric=True`` runs the averaged update of :func:`symmetric_step` (``b = a``, ``C = Cᵀ``).
+  """
+  dtype = problem.a.dtype
+  anneal = effective_anneal(solver.anneal, init)
+  init = zero_init(problem) if init is None else init
+  controls = (init, solver.default_tol(dtype), jnp.asarray(solver.anneal_decay, dtype))
 
   def solve(problem, controls):
     init, tol, decay = controls
     problem = problem._replace(geom=G.materialize(problem.geom))
-    schedule = Schedule(problem.epsilon, _anneal_start(problem, anneal), decay)
-    state = run_sinkhorn(problem, schedule, init, tol, max_iters=max_iters,
-                         fixed_iters=fixed_iters, differentiable=grad_mode == "unroll",
-                         symmetric=symmetric)
+    schedule = Schedule(problem.epsilon, anneal_start(problem, anneal), decay)
+    state = run_sinkhorn(problem, schedule, init, tol, max_iters=solver.max_iters,
+                         fixed_iters=solver.fixed_iters,
+                         differentiable=solver.grad_mode == "unroll", symmetric=symmetric)
     f, g = _dual.fix_gauge(problem, state.f, state.g)
     converged = schedule.at_target(state.it) & (state.error <= tol) & ~state.failed
-    return f, g, (converged, state.it, state.error)
+    result = result_code(converged, state.failed, stalled(state))
+    return f, g, (result, state.it, state.error)
 
-  return differentiated_output(solve, problem, (init, tol, decay), grad_mode, cg_maxiter)
+  return differentiated_output(solve, problem, controls, solver.grad_mode, solver.cg_maxiter)
 
 
 def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: str,
@@ -259,114 +275,10 @@ def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: st
     f, g, aux = solve(problem, controls)
     if grad_mode == "envelope":
       f, g = jax.lax.stop_gradient((f, g))
-  converged, n_iters, error = jax.lax.stop_gradient(aux)
+  result, n_iters, error = jax.lax.stop_gradient(aux)
   value = _dual.dual_objective(problem, f, g)
-  return SinkhornOutput(f=f, g=g, value=value, converged=converged, n_iters=n_iters, error=error,
+  return SinkhornOutput(f=f, g=g, value=value, result=result, n_iters=n_iters, error=error,
                         a=problem.a, b=problem.b, epsilon=problem.epsilon, tau_a=problem.tau_a,
-                        tau_b=problem.tau_b)
+                        tau_b=problem.tau_b, fingerprint=G.fingerprint(problem.geom))
 
 
-def make_problem(geom, a, b, epsilon, tau_a, tau_b) -> _dual.Problem:
-  """Validates the inputs eagerly and returns a :class:`_dual.Problem` of one floating dtype."""
-  geom = G.validate_geometry(geom)
-  dtype = geom.dtype
-  n, m = geom.shape
-  a = V.check_weights("a", a, n, dtype)
-  b = V.check_weights("b", b, m, dtype)
-  epsilon = V.check_positive("epsilon", epsilon, dtype)
-  tau_a = V.check_tau("tau_a", tau_a, dtype)
-  tau_b = V.check_tau("tau_b", tau_b, dtype)
-  V.check_equal_mass(a, b, tau_a, tau_b)
-  return _dual.Problem(geom, a, b, epsilon, tau_a, tau_b)
-
-
-def _check_init(init, n: int, m: int, dtype):
-  if init is None:
-    return None
-  if not isinstance(init, (tuple, list)) or len(init) != 2:
-    raise ValueError("`init` must be a pair (f, g) of potentials of shapes (n,) and (m,).")
-  f0 = V.as_float_array("init[0]", init[0], dtype)
-  g0 = V.as_float_array("init[1]", init[1], dtype)
-  if f0.shape != (n,) or g0.shape != (m,):
-    raise ValueError(f"`init` potentials must have shapes ({n},) and ({m},); got {f0.shape} and {g0.shape}.")
-  V.check_finite("init[0]", f0)
-  V.check_finite("init[1]", g0)
-  return (f0, g0)
-
-
-def sinkhorn(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=1e-3, max_iters=2000,
-             anneal="auto", anneal_decay=0.5, init=None, fixed_iters=None, grad_mode="implicit",
-             cg_maxiter=500) -> SinkhornOutput:
-  """Solves entropic optimal transport in the log domain.
-
-  Minimises ``⟨C, P⟩ + ε KL(P ‖ a⊗b) + ρ_a KL(P1 ‖ a) + ρ_b KL(Pᵀ1 ‖ b)`` over ``P ≥ 0``, where
-  ``ρ = ε τ / (1 − τ)``: ``tau_a = tau_b = 1`` (default) is balanced OT with hard marginals.
-
-  Args:
-    geom: :class:`otkit.PointCloud` (online, O((n+m)·d) memory) or :class:`otkit.CostMatrix`,
-      shape ``(n, m)``.
-    a: source weights ``(n,)``, non-negative; default uniform ``1/n``.
-    b: target weights ``(m,)``; default uniform ``1/m``. Balanced problems need ``Σa = Σb``.
-    epsilon: entropic regularisation ``ε > 0`` in units of the cost (traced: ``grad``/``vmap`` work).
-      Values down to ``1e-4 × mean cost`` stay finite in float32.
-    tau_a, tau_b: marginal relaxations in ``(0, 1]`` (traced). ``1`` = hard marginal.
-    tol: tolerance on the L1 violation of both marginal conditions (rows plus columns), checked
-      every sweep at the target ε.
-    max_iters: static cap on Sinkhorn sweeps (including annealing sweeps). The loop also ends,
-      with ``converged=False``, when 300 sweeps at the target ε and half of all sweeps there bring
-      no 1 % gain on the best error
-      (the precision floor of float32 at small ε).
-    anneal: ``"auto"`` (default: on when ``epsilon ≤ 3e-3 × mean cost`` and no ``init`` is
-      given, where it saves sweeps), ``True`` or ``False``. Annealing starts at ``ε_0 = max C``
-      and multiplies ε by ``anneal_decay`` each sweep until it reaches ``epsilon``, then
-      iterates at ``epsilon`` until ``tol`` is met.
-    anneal_decay: the geometric factor of the annealing schedule, in ``(0, 1)``.
-    init: optional warm start ``(f, g)``, shapes ``(n,)``, ``(m,)``.
-    fixed_iters: static; if set, performs exactly this many sweeps with no early exit (a
-      ``lax.scan``): predictable cost for large ``vmap`` batches. ``converged`` still reports ``tol``.
-    grad_mode: ``"implicit"`` (default; implicit function theorem, a matrix-free CG solve at the
-      optimum, memory independent of the iteration count), ``"unroll"`` (backpropagates through
-      up to ``max_iters`` sweeps, memory grows with them) or ``"envelope"`` (potentials treated as
-      constants: exact first derivatives of ``value`` by Danskin's theorem, no solve).
-    cg_maxiter: static cap on conjugate-gradient iterations in the implicit backward pass.
-
-  Returns:
-    :class:`otkit.SinkhornOutput` with ``f (n,)``, ``g (m,)``, ``value``, ``converged``,
-    ``n_iters``, ``error``. Balanced potentials are returned in the gauge ``⟨a, f⟩ = ⟨b, g⟩``.
-
-  Example:
-    >>> import jax, otkit
-    >>> x = jax.random.normal(jax.random.key(0), (64, 2))
-    >>> y = jax.random.normal(jax.random.key(1), (48, 2)) + 1.0
-    >>> out = otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=0.05)
-    >>> bool(out.converged), out.f.shape
-    (True, (64,))
-  """
-  problem = make_problem(geom, a, b, epsilon, tau_a, tau_b)
-  options = solver_options(problem, tol=tol, max_iters=max_iters, anneal=anneal,
-                           anneal_decay=anneal_decay, init=init, fixed_iters=fixed_iters,
-                           grad_mode=grad_mode, cg_maxiter=cg_maxiter)
-  return solve_problem(problem, **options)
-
-
-def solver_options(problem: _dual.Problem, *, tol, max_iters, anneal, anneal_decay, init,
-                   fixed_iters, grad_mode, cg_maxiter) -> dict:
-  """Validates the solver options eagerly; returns the keyword arguments of :func:`solve_problem`."""
-  V.check_choice("grad_mode", grad_mode, GRAD_MODES)
-  if anneal not in ("auto", True, False):
-    raise ValueError(f"`anneal` must be 'auto', True or False; got {anneal!r}.")
-  if not 0.0 < float(anneal_decay) < 1.0:
-    raise ValueError(f"`anneal_decay` must lie in (0, 1); got {anneal_decay!r}.")
-  dtype = problem.a.dtype
-  n, m = problem.geom.shape
-  init = _check_init(init, n, m, dtype)
-  return dict(
-      init=init,
-      tol=V.check_positive("tol", tol, dtype),
-      decay=jnp.asarray(anneal_decay, dtype),
-      max_iters=V.check_static_int("max_iters", max_iters),
-      fixed_iters=None if fixed_iters is None else V.check_static_int("fixed_iters", fixed_iters),
-      grad_mode=grad_mode,
-      anneal=anneal if init is None else (anneal is True),
-      cg_maxiter=V.check_static_int("cg_maxiter", cg_maxiter),
-  )
