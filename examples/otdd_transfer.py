@@ -63,9 +63,9 @@ def distance_matrix(data: dict, epsilon: float) -> tuple[np.ndarray, bool]:
   table = np.zeros((len(names), len(names)))
   converged = True
   pairs = list(itertools.combinations(range(len(names)), 2))
+  solver = otkit.Sinkhorn(tol=1e-4, max_iters=10000, anneal=True, grad_mode="envelope")
   for i, j in tqdm(pairs, desc="OTDD between dataset variants", unit="pair"):
-    out = otkit.otdd(*data[names[i]], *data[names[j]], epsilon=epsilon, tol=1e-4,
-                     max_iters=10000)
+    out = otkit.otdd(*data[names[i]], *data[names[j]], epsilon=epsilon, solver=solver)
     table[i, j] = table[j, i] = max(float(out.value), 0.0)
     converged &= bool(out.converged)
   return table, converged

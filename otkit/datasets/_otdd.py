@@ -41,7 +41,15 @@ LABEL_DISTANCES = ("gaussian", "exact")
 # and the balance of mass between blocks converges slowly at moderate ε without it); both
 # levels differentiate the value by the envelope theorem.
 DEFAULT_SOLVER = Sinkhorn(anneal=True, grad_mode="envelope")
-DEFAULT_INNER_SOLVER = Sinkhorn(grad_mode="envelope")
+
+
+def inner_default(solver):
+  """The label-distance solver by default: the outer one with envelope gradients (and, for
+  Sinkhorn, ε-annealing only where it pays, ``anneal="auto"``)."""
+  changes = {"grad_mode": "envelope"}
+  if isinstance(solver, Sinkhorn):
+    changes["anneal"] = "auto"
+  return dataclasses.replace(solver, **changes)
 
 
 @jax.tree_util.register_dataclass
@@ -285,7 +293,8 @@ def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", de
       at moderate ε without it; envelope gradients (exact first derivatives of ``value``,
       reverse mode, no linear solve).
     inner_solver: the solver of the ``"exact"`` label distances (all class pairs in one
-      ``vmap``); default ``Sinkhorn(grad_mode="envelope")``.
+      ``vmap``); default: ``solver`` with ``grad_mode="envelope"`` (and ``anneal="auto"`` for
+      :class:`otkit.Sinkhorn`).
 
   Returns:
     :class:`OTDDOutput` with ``value`` (``OTDD²``), ``distance``, ``label_distances (k_s, k_t)``,
@@ -306,8 +315,8 @@ def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", de
   """
   V.check_choice("label_distance", label_distance, LABEL_DISTANCES)
   solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
-  inner_solver = DEFAULT_INNER_SOLVER if inner_solver is None else check_solver(inner_solver,
-                                                                                "inner_solver")
+  inner_solver = (inner_default(solver) if inner_solver is None
+                  else check_solver(inner_solver, "inner_solver"))
   x_s, labels_s = _check_dataset(x_s, labels_s, "x_s", "labels_s", embedding)
   x_t, labels_t = _check_dataset(x_t, labels_t, "x_t", "labels_t", embedding)
   if x_s.shape[1] != x_t.shape[1]:

@@ -11,6 +11,11 @@ import scipy.linalg
 import otkit
 
 
+def outer(**options):
+  """The outer solver of otkit.otdd (annealed, envelope gradients) with other options."""
+  return otkit.Sinkhorn(**{"anneal": True, "grad_mode": "envelope", **options})
+
+
 def _classes(rng, centres, std, n):
   x = np.concatenate([np.asarray(c) + std * rng.normal(size=(n, 2)) for c in centres])
   return x, np.repeat(np.arange(len(centres)), n)
@@ -64,7 +69,7 @@ def brute_force_otdd(xs, ys, xt, yt, label_distance):
 def test_translation_gives_twice_the_squared_shift(paper, label_distance):
   # Shifting every feature by t moves each class law by t too: OTDD² = ‖t‖² + ‖t‖² = 0.26.
   xa, ya, _, _ = paper
-  out = otkit.otdd(xa, ya, xa + np.array([0.3, -0.2]), ya, epsilon=0.5, tol=1e-7,
+  out = otkit.otdd(xa, ya, xa + np.array([0.3, -0.2]), ya, epsilon=0.5, solver=outer(tol=1e-7),
                    label_distance=label_distance)
   assert bool(out.converged)
   assert float(out.value) == pytest.approx(0.26, abs=1e-6)
@@ -72,10 +77,10 @@ def test_translation_gives_twice_the_squared_shift(paper, label_distance):
 
 def test_identical_datasets_are_at_distance_zero_and_symmetric(paper):
   xa, ya, xb, yb = paper
-  same = otkit.otdd(xa, ya, xa, ya, epsilon=0.5, tol=1e-7)
+  same = otkit.otdd(xa, ya, xa, ya, epsilon=0.5, solver=outer(tol=1e-7))
   assert abs(float(same.value)) < 1e-6
-  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, tol=1e-7)
-  ba = otkit.otdd(xb, yb, xa, ya, epsilon=0.5, tol=1e-7)
+  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, solver=outer(tol=1e-7))
+  ba = otkit.otdd(xb, yb, xa, ya, epsilon=0.5, solver=outer(tol=1e-7))
   assert bool(ab.converged) and bool(ba.converged)
   np.testing.assert_allclose(ab.value, ba.value, rtol=1e-7)
   np.testing.assert_allclose(ab.label_distances, ba.label_distances.T, rtol=1e-10)
@@ -84,9 +89,10 @@ def test_identical_datasets_are_at_distance_zero_and_symmetric(paper):
 def test_renaming_the_classes_changes_nothing(paper):
   xa, ya, xb, yb = paper
   renamed = np.array([12, 5, 7])[ya]  # a permutation of the classes, other label values
-  assert abs(float(otkit.otdd(xa, ya, xa, renamed, epsilon=0.5, tol=1e-7).value)) < 1e-6
-  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, tol=1e-7)
-  renamed_ab = otkit.otdd(xa, renamed, xb, yb, epsilon=0.5, tol=1e-7)
+  same = otkit.otdd(xa, ya, xa, renamed, epsilon=0.5, solver=outer(tol=1e-7))
+  assert abs(float(same.value)) < 1e-6
+  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, solver=outer(tol=1e-7))
+  renamed_ab = otkit.otdd(xa, renamed, xb, yb, epsilon=0.5, solver=outer(tol=1e-7))
   np.testing.assert_allclose(renamed_ab.value, ab.value, rtol=1e-9)
   assert renamed_ab.classes_s == (5, 7, 12)
 
@@ -96,7 +102,7 @@ def test_paper_fixture_value_as_epsilon_goes_to_zero(paper):
   xa, ya, xb, yb = paper
   reference, table = brute_force_otdd(xa, ya, xb, yb, "gaussian")
   assert reference == pytest.approx(2.7398, abs=1e-4)
-  out = otkit.otdd(xa, ya, xb, yb, epsilon=3e-3, tol=1e-4, max_iters=20000)
+  out = otkit.otdd(xa, ya, xb, yb, epsilon=3e-3, solver=outer(tol=1e-4, max_iters=20000))
   assert bool(out.converged)
   np.testing.assert_allclose(out.label_distances, table, rtol=1e-9)
   np.testing.assert_allclose(out.value, reference, rtol=1e-3)
@@ -108,8 +114,9 @@ def test_paper_fixture_value_as_epsilon_goes_to_zero(paper):
 def test_matches_exact_ot_on_the_dense_augmented_cost(small, label_distance):
   xs, ys, xt, yt = small
   reference, table = brute_force_otdd(xs, ys, xt, yt, label_distance)
-  out = otkit.otdd(xs, ys, xt, yt, epsilon=3e-3, tol=1e-4, max_iters=50000,
-                   label_distance=label_distance, inner_epsilon=1e-3)
+  out = otkit.otdd(xs, ys, xt, yt, epsilon=3e-3, solver=outer(tol=1e-4, max_iters=50000),
+                   label_distance=label_distance, inner_epsilon=1e-3,
+                   inner_solver=otkit.Sinkhorn(tol=1e-4, max_iters=50000, grad_mode="envelope"))
   assert bool(out.converged)
   assert out.classes_t == (10, 11, 12, 13) and out.label_distances.shape == (3, 4)
   np.testing.assert_allclose(out.label_distances, table, rtol=1e-3)
@@ -122,7 +129,7 @@ def test_matches_exact_ot_on_the_dense_augmented_cost(small, label_distance):
 
 def test_coupling_sends_each_class_to_its_translate(paper):
   xa, ya, _, _ = paper
-  out = otkit.otdd(xa, ya, xa + 0.3, ya, epsilon=0.5, tol=1e-7)
+  out = otkit.otdd(xa, ya, xa + 0.3, ya, epsilon=0.5, solver=outer(tol=1e-7))
   one_hot = np.eye(3)[ya]
   classes = otkit.apply_plan(out.geom, out.ot, one_hot)  # (n, 3): mass sent to each class
   flow = one_hot.T @ np.asarray(classes)
@@ -132,10 +139,11 @@ def test_coupling_sends_each_class_to_its_translate(paper):
 
 def test_half_convention_and_debiasing_options(small):
   xs, ys, xt, yt = small
-  full = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, tol=1e-9)
-  half = otkit.otdd(xs, ys, xt, yt, epsilon=0.25, tol=1e-9, feature_weight=0.5, label_weight=0.5)
+  full = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=outer(tol=1e-9))
+  half = otkit.otdd(xs, ys, xt, yt, epsilon=0.25, solver=outer(tol=1e-9), feature_weight=0.5,
+                    label_weight=0.5)
   np.testing.assert_allclose(half.value, 0.5 * full.value, rtol=1e-7)
-  biased = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, tol=1e-9, debiased=False)
+  biased = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=outer(tol=1e-9), debiased=False)
   assert biased.ot_s is None and biased.label_distances_s is None
   np.testing.assert_allclose(biased.value, full.ot.value, rtol=1e-7)
   np.testing.assert_allclose(full.distance, np.sqrt(full.value))
@@ -158,7 +166,8 @@ def test_gradient_in_the_features_matches_finite_differences(small, label_distan
   xs, ys, xt, yt = small
 
   def value(x):  # the debiased outer problem is shared by both; one solve keeps "exact" short
-    return otkit.otdd(x, ys, xt, yt, epsilon=0.5, tol=1e-11, max_iters=10000,
+    return otkit.otdd(x, ys, xt, yt, epsilon=0.5, solver=outer(tol=1e-11, max_iters=10000),
+                      inner_solver=otkit.Sinkhorn(tol=1e-11, max_iters=10000, grad_mode="envelope"),
                       label_distance=label_distance, debiased=label_distance == "gaussian").value
 
   direction = np.random.default_rng(3).normal(size=xs.shape)
@@ -195,8 +204,11 @@ def test_traced_labels_with_num_classes(small, label_distance):
 
 def test_failure_inside_jit_is_reported_in_the_result(small):
   xs, ys, xt, yt = small
-  out = jax.jit(lambda x: otkit.otdd(x, ys, xt, yt, epsilon=1e-3, max_iters=3))(xs)
+  out = jax.jit(lambda x: otkit.otdd(x, ys, xt, yt, epsilon=1e-3, solver=outer(max_iters=3)))(xs)
   assert not bool(out.converged)
+  assert int(out.result) == otkit.Result.MAX_ITERS
+  with pytest.raises(RuntimeError, match="MAX_ITERS"):
+    otkit.check(out)
   with pytest.raises(RuntimeError):
     otkit.check(out.ot)
 
@@ -206,22 +218,24 @@ def test_failure_inside_jit_is_reported_in_the_result(small):
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(y_s=np.zeros(60)), "`y_s` must hold integer"),
-    (dict(y_t=np.zeros(59, int)), r"`y_t` must have shape \(60,\)"),
+    (dict(labels_s=np.zeros(60)), "`labels_s` must hold integer"),
+    (dict(labels_t=np.zeros(59, int)), r"`labels_t` must have shape \(60,\)"),
     (dict(x_s=np.full((60, 2), np.nan)), "`x_s` contains"),
     (dict(x_t=np.zeros((60, 3))), "same dimension"),
     (dict(epsilon=0.0), "`epsilon`"),
-    (dict(num_classes=(4, 4)), "class 3 of `y_s` has no samples"),
-    (dict(num_classes=3), r"`y_t` must lie in \[0, 3\)"),
+    (dict(num_classes=(4, 4)), "class 3 of `labels_s` has no samples"),
+    (dict(num_classes=3), r"`labels_t` must lie in \[0, 3\)"),
     (dict(label_distance="bures"), "`label_distance`"),
     (dict(label_distance="exact", max_class_size=5), "`max_class_size`"),
     (dict(embedding=lambda z: z[:10]), "`embedding`"),
     (dict(label_weight=-1.0), "`label_weight`"),
-    (dict(x_s=np.zeros((0, 2)), y_s=np.zeros(0, int)), "`x_s` is empty"),
+    (dict(x_s=np.zeros((0, 2)), labels_s=np.zeros(0, int)), "`x_s` is empty"),
+    (dict(solver=dict(tol=1e-3)), "`solver`"),
+    (dict(label_distance="exact", inner_solver="sinkhorn"), "`inner_solver`"),
 ])
 def test_bad_inputs_name_the_argument(small, change, match):
   xs, ys, xt, yt = small
-  args = dict(x_s=xs, y_s=ys, x_t=xt, y_t=yt - 10, epsilon=0.5)
+  args = dict(x_s=xs, labels_s=ys, x_t=xt, labels_t=yt - 10, epsilon=0.5)
   args.update(change)
   with pytest.raises(ValueError, match=match):
     otkit.otdd(**args)

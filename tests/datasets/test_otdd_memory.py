@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
       y = rng.integers(0, k, n)
       return centres[y] + rng.standard_normal((n, d), dtype=np.float32) + shift, y
     (xs, ys), (xt, yt) = dataset(0.0), dataset(0.5)
-    out = otkit.otdd(xs, ys, xt, yt, epsilon=5.0, max_iters=iters)
+    out = otkit.otdd(xs, ys, xt, yt, epsilon=5.0, solver=otkit.Sinkhorn(anneal=True, max_iters=iters))
     jax.block_until_ready(out)
     status = open("/proc/self/status").read()
     peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ot
 import pytest
 from ott.geometry import pointcloud
 from ott.tools import sinkhorn_divergence as ott_divergence
@@ -21,7 +22,8 @@ def _clouds(seed=0, n=40, m=30):
 @pytest.mark.parametrize("epsilon", [0.05, 1.0])
 def test_matches_ott_jax(epsilon):
   x, y, a, b = _clouds()
-  ours = otkit.sinkhorn_divergence(x, y, a, b, epsilon=epsilon, tol=1e-11, max_iters=20000)
+  ours = otkit.sinkhorn_divergence(x, y, a, b, epsilon=epsilon,
+                                   solver=otkit.Sinkhorn(tol=1e-11, max_iters=20000))
   _, ref = ott_divergence.sinkhorn_divergence(
       pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), a=jnp.asarray(a), b=jnp.asarray(b),
       epsilon=epsilon, solve_kwargs=dict(threshold=1e-11, max_iterations=20000))
@@ -31,7 +33,8 @@ def test_matches_ott_jax(epsilon):
 
 def test_is_zero_between_identical_measures_and_positive_otherwise():
   x, y, a, b = _clouds()
-  same = otkit.sinkhorn_divergence(x, x, a, a, epsilon=0.1, tol=1e-5, max_iters=20000)
+  same = otkit.sinkhorn_divergence(x, x, a, a, epsilon=0.1,
+                                   solver=otkit.Sinkhorn(tol=1e-5, max_iters=20000))
   assert bool(same.converged)
   assert abs(float(same.value)) < 1e-6 * float(same.xy.value)
   np.testing.assert_allclose(same.xx.f, same.xx.g)
@@ -43,8 +46,8 @@ def test_gradient_matches_finite_differences(mode):
   x, y, a, b = _clouds(n=15, m=12)
 
   def value(x, a):
-    return otkit.sinkhorn_divergence(x, y, a, b, epsilon=0.2, tol=1e-12, max_iters=5000,
-                                     grad_mode=mode).value
+    solver = otkit.Sinkhorn(tol=1e-12, max_iters=5000, grad_mode=mode)
+    return otkit.sinkhorn_divergence(x, y, a, b, epsilon=0.2, solver=solver).value
 
   rng = np.random.default_rng(5)
   dx, da = rng.normal(size=x.shape), rng.normal(size=a.shape)
@@ -76,9 +79,41 @@ def test_vmap_jit_and_float32(dtype):
     (dict(epsilon=0.0), "`epsilon`"),
     (dict(a=np.full(4, -0.25)), "`a`"),
     (dict(b=np.full(5, 0.5)), "mass"),
+    (dict(solver="sinkhorn"), "`solver`"),
+    (dict(y=None), "`y` is required"),
+    (dict(x=otkit.PointCloud(np.zeros((4, 2)))), "leave `y`"),
+    (dict(x=otkit.CostMatrix(np.zeros((4, 5))), y=None), "no self-pairs"),
 ])
 def test_bad_inputs(kwargs, match):
   args = dict(x=np.zeros((4, 2)), y=np.ones((5, 2)), epsilon=0.1)
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     otkit.sinkhorn_divergence(**args)
+
+
+def _entropic_value(u, v, cost, epsilon):
+  """``⟨C, P⟩ + ε KL(P ‖ a⊗b)`` of POT's log-domain plan between uniform measures."""
+  a, b = np.full(len(u), 1 / len(u)), np.full(len(v), 1 / len(v))
+  plan = ot.sinkhorn(a, b, cost, epsilon, method="sinkhorn_log", stopThr=1e-11, numItermax=100000)
+  ab = np.outer(a, b)
+  return np.sum(cost * plan) + epsilon * np.sum(plan * np.log(plan / ab) - plan + ab)
+
+
+def test_labelled_geometry_is_the_divergence_of_the_augmented_costs():
+  # A LabelledPointCloud with within-dataset tables: the three problems use the augmented costs
+  # λ‖x − y‖² + W[l, l'] of its self-pairs; checked against POT on the dense matrices.
+  rng = np.random.default_rng(2)
+  x, y = rng.normal(size=(12, 2)), rng.normal(size=(10, 2)) + 0.5
+  lx, ly = rng.integers(0, 2, 12), rng.integers(0, 3, 10)
+  w_xy, w_xx, w_yy = rng.uniform(size=(2, 3)), rng.uniform(size=(2, 2)), rng.uniform(size=(3, 3))
+  w_xx, w_yy = w_xx + w_xx.T, w_yy + w_yy.T
+  np.fill_diagonal(w_xx, 0.0)
+  np.fill_diagonal(w_yy, 0.0)
+  geom = otkit.LabelledPointCloud(x, lx, y, ly, w_xy, label_cost_xx=w_xx, label_cost_yy=w_yy)
+  div = otkit.sinkhorn_divergence(geom, epsilon=0.3, solver=otkit.Sinkhorn(tol=1e-12,
+                                                                            max_iters=10000))
+  ref = (_entropic_value(x, y, ot.dist(x, y) + w_xy[lx][:, ly], 0.3)
+         - 0.5 * _entropic_value(x, x, ot.dist(x, x) + w_xx[lx][:, lx], 0.3)
+         - 0.5 * _entropic_value(y, y, ot.dist(y, y) + w_yy[ly][:, ly], 0.3))
+  assert bool(div.converged)
+  np.testing.assert_allclose(div.value, ref, rtol=1e-8)

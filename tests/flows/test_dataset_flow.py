@@ -7,6 +7,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+import otkit
+
 from otkit.flows import dataset as ds
 
 T = np.array([1.0, -0.5])
@@ -21,9 +23,14 @@ def source():
   return x, np.repeat(np.arange(3), 40)
 
 
+def _solver(tol):
+  """The default OTDD solver of the flows (annealed, envelope gradients) at tolerance ``tol``."""
+  return otkit.Sinkhorn(tol=tol, anneal=True, grad_mode="envelope")
+
+
 def _translate(x, labels, mode, **kwargs):
   options = dict(mode=mode, epsilon=0.1, step_size=TAU, n_steps=4, feature_weight=0.5,
-                 label_weight=0.5, otdd_tol=1e-9) | kwargs
+                 label_weight=0.5, solver=_solver(1e-9)) | kwargs
   return ds.dataset_flow(x, labels, x + T, labels, **options)
 
 
@@ -49,7 +56,7 @@ def test_every_mode_contracts_a_translation(source, mode, rate):
 
 def test_float32_flow(source):
   x, labels = source
-  out = _translate(x.astype(np.float32), labels, "xonly", otdd_tol=1e-5)
+  out = _translate(x.astype(np.float32), labels, "xonly", solver=_solver(1e-5))
   assert out.frames.dtype == np.float32
   np.testing.assert_allclose(out.values / out.values[0], 0.75 ** (2 * np.arange(5)), atol=1e-3)
 
@@ -106,7 +113,7 @@ def test_mismatched_labels_raise(source):
   x, labels = source
   with pytest.raises(ValueError, match="`labels` has 119 entries"):
     ds.dataset_flow(x, labels[:-1], x, labels)
-  with pytest.raises(ValueError, match="`y_t` must have shape"):
+  with pytest.raises(ValueError, match="`labels_t` must have shape"):
     ds.dataset_flow(x, labels, x, labels[:-1])
   with pytest.raises(ValueError, match="`signs`"):
     ds.dataset_flow(x, labels, x, labels, constraint=ds.margin_potential(jnp.ones(3),
