@@ -291,7 +291,7 @@ def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", de
       default ``Sinkhorn(anneal=True, grad_mode="envelope")``: annealed, because the label term
       splits the cost into blocks (one per class pair) whose balance of mass converges slowly
       at moderate ε without it; envelope gradients (exact first derivatives of ``value``,
-      reverse mode, no linear solve).
+      no linear solve).
     inner_solver: the solver of the ``"exact"`` label distances (all class pairs in one
       ``vmap``); default: ``solver`` with ``grad_mode="envelope"`` (and ``anneal="auto"`` for
       :class:`otkit.Sinkhorn`).

@@ -103,7 +103,7 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chu
     chunk_size: rows per block of the online reductions for points (static).
     solver: :class:`otkit.Sinkhorn` or :class:`otkit.SinkhornNewton`; default
       ``Sinkhorn(grad_mode="envelope")``: exact first derivatives of ``value`` in ``x``, ``y``,
-      ``a``, ``b``, ``ε`` by Danskin's theorem, with no linear solve (reverse mode).
+      ``a``, ``b``, ``ε`` by Danskin's theorem, with no linear solve.
       ``grad_mode="implicit"`` or ``"unroll"`` also differentiate the potentials.
 
   Returns:

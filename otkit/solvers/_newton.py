@@ -311,7 +311,7 @@ def solve_newton(problem: _dual.Problem, init, solver) -> SinkhornOutput:
   init = S.zero_init(problem) if init is None else init
   n, m = problem.geom.shape
   sizes = H.sparsity(n, m, solver.density)
-  controls = (init, solver.default_tol(dtype), jnp.asarray(solver.warmup_tol, dtype),
+  controls = (init, solver.tol_for(dtype), jnp.asarray(solver.warmup_tol, dtype),
               jnp.asarray(solver.anneal_decay, dtype))
 
   def solve(problem, controls):

@@ -247,7 +247,7 @@ def solve_problem(problem: _dual.Problem, init, solver, *, symmetric=False) -> S
   dtype = problem.a.dtype
   anneal = effective_anneal(solver.anneal, init)
   init = zero_init(problem) if init is None else init
-  controls = (init, solver.default_tol(dtype), jnp.asarray(solver.anneal_decay, dtype))
+  controls = (init, solver.tol_for(dtype), jnp.asarray(solver.anneal_decay, dtype))
 
   def solve(problem, controls):
     init, tol, decay = controls

@@ -139,8 +139,11 @@ def sinkhorn(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=1e-3, m
       ``lax.scan``): predictable cost for large ``vmap`` batches. ``converged`` still reports ``tol``.
     grad_mode: ``"implicit"`` (default; implicit function theorem, a matrix-free CG solve at the
       optimum, memory independent of the iteration count), ``"unroll"`` (backpropagates through
-      up to ``max_iters`` sweeps, memory grows with them) or ``"envelope"`` (potentials treated as
-      constants: exact first derivatives of ``value`` by Danskin's theorem, no solve).
+      up to ``max_iters`` sweeps, memory grows with them; the mode for ``jax.hessian`` and other
+      higher derivatives) or ``"envelope"`` (potentials treated as constants: exact first
+      derivatives of ``value`` by Danskin's theorem, no solve). ``"implicit"`` is a reverse-mode
+      rule (``jax.custom_vjp``): ``jax.grad``/``jax.vjp`` only; ``jax.jvp`` needs ``"unroll"``
+      or ``"envelope"``.
     cg_maxiter: static cap on conjugate-gradient iterations in the implicit backward pass.
 
   The options after ``init`` are those of :class:`otkit.Sinkhorn`; this is

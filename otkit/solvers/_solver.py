@@ -87,10 +87,11 @@ class Sinkhorn:
     fixed_iters: static; if set, exactly this many sweeps with no early exit (a ``lax.scan``):
       predictable cost for large ``vmap`` batches. ``result`` still reports ``tol``.
     grad_mode: ``"implicit"`` (default; implicit function theorem, one matrix-free CG solve at the
-      optimum), ``"unroll"`` (backpropagates through up to ``max_iters`` sweeps; forward-mode
-      ``jvp`` and ``hessian`` work too) or ``"envelope"`` (potentials treated as constants:
-      exact first derivatives of ``value`` by Danskin's theorem, no solve). ``"implicit"`` and
-      ``"envelope"`` are reverse-mode rules (``jax.custom_vjp``).
+      optimum), ``"unroll"`` (backpropagates through up to ``max_iters`` sweeps; the mode for
+      ``jax.hessian`` and other higher derivatives) or ``"envelope"`` (potentials treated as
+      constants: exact first derivatives of ``value`` by Danskin's theorem, no solve).
+      ``"implicit"`` is a reverse-mode rule (``jax.custom_vjp``): ``jax.grad``/``jax.vjp`` only;
+      ``jax.jvp`` needs ``"unroll"`` or ``"envelope"``.
     cg_maxiter: static cap on conjugate-gradient iterations in the implicit backward pass.
 
   References:
@@ -124,7 +125,7 @@ class Sinkhorn:
     V.check_choice("grad_mode", self.grad_mode, GRAD_MODES)
     V.check_static_int("cg_maxiter", self.cg_maxiter)
 
-  def default_tol(self, dtype) -> Array:
+  def tol_for(self, dtype) -> Array:
     """``tol`` as an array of ``dtype``."""
     return jnp.asarray(self.tol, dtype)
 
@@ -194,7 +195,7 @@ class SinkhornNewton:
     V.check_static_int("newton_cg_maxiter", self.newton_cg_maxiter)
     V.check_static_int("cg_maxiter", self.cg_maxiter)
 
-  def default_tol(self, dtype) -> Array:
+  def tol_for(self, dtype) -> Array:
     """``tol`` as an array of ``dtype`` (``finfo(dtype).eps ** 0.6`` when ``None``)."""
     return jnp.asarray(newton_default_tol(dtype) if self.tol is None else self.tol, dtype)
 
