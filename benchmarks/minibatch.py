@@ -18,9 +18,9 @@ otkit's exact solver is timed three ways: the default (``method="auto"``: SciPy'
 host through one callback per chunk on CPU, its loop split between threads), the same on one
 thread, and the in-graph JAX search (``method="jax"``, the default on accelerators).
 
-JAX timings: the first call (tracing and compilation included) is reported as ``compile``; the
-time is the median of ``--repeats`` later calls (fewer once they add up to 30 s), each ended by
-``block_until_ready``. Loops of
+JAX timings (``benchmarks/harness.py``): the first call's extra time (tracing and compilation)
+is reported as ``compile``; the time is the median of ``--repeats`` later calls (fewer once they
+would add up to 30 s), each ended by ``block_until_ready``. Loops of
 POT and scipy run once (they are long and have no warm-up); when a loop would exceed
 ``--peer-cap`` seconds it runs on the first pairs only and the time is scaled to all of them
 (marked ``~``).
@@ -41,8 +41,6 @@ import contextlib
 import functools
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -51,8 +49,9 @@ import numpy as np
 import ot
 from scipy.optimize import linear_sum_assignment
 
+import harness
 import otkit
-from otkit.closed_form import _sorting
+from otkit import _host
 from otkit.estimators import _minibatch
 from otkit.solvers import _assignment
 
@@ -69,30 +68,16 @@ TOL = 1e-3
 
 
 def _time_jax(fn, repeats):
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-    if sum(times) > REPEAT_BUDGET_S:  # long calls: fewer repeats
-      break
-  return statistics.median(times), compile_s, out
+  """``(median seconds, compile seconds, output)`` of a JAX computation (long calls: fewer
+  repeats)."""
+  timing = harness.timed(fn, repeats=repeats, budget_s=REPEAT_BUDGET_S)
+  return timing.median_s, timing.compile_s, timing.result
 
 
 def _time_loop(fn, items, cap):
   """Runs ``fn`` over ``items``; past ``cap`` seconds, stops and scales to all items."""
-  start = time.perf_counter()
-  values = []
-  for item in items:
-    values.append(fn(item))
-    if time.perf_counter() - start > cap:
-      break
-  elapsed = time.perf_counter() - start
-  scaled = len(values) < len(items)
-  return elapsed * len(items) / len(values), scaled, np.asarray(values)
+  seconds, scaled, values = harness.time_loop(fn, items, cap)
+  return seconds, scaled, np.asarray(values)
 
 
 def _costs(kind, n, count, rng):
@@ -140,7 +125,7 @@ def bench_assignment(n, count, kind, args):
   t_pot, pot_scaled, _ = _time_loop(lambda c: ot.emd2(w, w, c), costs, args.peer_cap)
   row = dict(part="assignment", kind=kind, n=n, problems=count, scipy_s=t_scipy,
              scipy_scaled=scaled, pot_s=t_pot, pot_scaled=pot_scaled,
-             method=_assignment.resolve_method("auto"), host_threads=_sorting._pool()[1])
+             method=_assignment.resolve_method("auto"), host_threads=_host.pool()[1])
   for name, (t, t_compile, out) in times.items():
     got = np.asarray(out.cost, np.float64)[: len(values)]
     row[f"{name}_s"], row[f"{name}_compile_s"] = t, t_compile
@@ -193,7 +178,7 @@ def bench_estimator(n, d, m, k, args):
   eps = EPS_FRACTION * float(np.mean(values))
   row["epsilon"] = eps
   entropic = lambda: otkit.minibatch_ot(key, xj, yj, batch_size=m, n_batches=k, inner="sinkhorn",
-                                        epsilon=eps, tol=TOL)
+                                        epsilon=eps, solver=otkit.Sinkhorn(tol=TOL))
   row["otkit_sinkhorn_s"], row["otkit_sinkhorn_compile_s"], out_s = _time_jax(entropic, args.repeats)
   row["otkit_sinkhorn_converged"] = bool(out_s.converged)
   ott_fn = _ott_sinkhorn(eps)
@@ -268,7 +253,7 @@ def main():
   stem = "minibatch.quick" if args.quick else "minibatch"
   RESULTS.mkdir(exist_ok=True)
   info = dict(machine=platform.machine(), jax=jax.__version__, backend=jax.default_backend(),
-              pot=ot.__version__, cpus=_sorting._pool()[1])
+              pot=ot.__version__, cpus=_host.pool()[1])
   header = (f"float32, {info['machine']} ({info['cpus']} cores), jax {info['jax']} on "
             f"{info['backend']}, POT {info['pot']}. Times after compilation (median of up to "
             f"{args.repeats}); POT and scipy loops run once (~ = cut at {args.peer_cap:.0f} s and "

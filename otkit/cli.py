@@ -56,8 +56,9 @@ def _solve(x, y, a, b, args):
 
   geom = otkit.PointCloud(x, y, cost_fn=_cost(args.cost))
   start = time.perf_counter()
-  out = otkit.sinkhorn(geom, a, b, epsilon=args.epsilon, tau_a=args.tau, tau_b=args.tau,
-                       tol=args.tol, max_iters=args.max_iters)
+  solver = otkit.Sinkhorn(tol=args.tol, max_iters=args.max_iters)
+  out = otkit.solve(geom, a, b, epsilon=args.epsilon, tau_a=args.tau, tau_b=args.tau,
+                    solver=solver)
   jax.block_until_ready(out)
   rows = {"value (regularised OT)": float(out.value),
           "transport cost <C, P>": float(otkit.transport_cost(geom, out)),
@@ -66,7 +67,8 @@ def _solve(x, y, a, b, args):
           "converged": bool(out.converged)}
   if args.divergence:
     div = otkit.sinkhorn_divergence(x, y, a, b, epsilon=args.epsilon, cost_fn=_cost(args.cost),
-                                    tol=args.tol, max_iters=args.max_iters)
+                                    solver=otkit.Sinkhorn(tol=args.tol, max_iters=args.max_iters,
+                                                          grad_mode="envelope"))
     rows["Sinkhorn divergence"] = float(div.value)
   rows["time (s, incl. compilation)"] = time.perf_counter() - start
   return rows
@@ -160,12 +162,13 @@ def demo(args) -> int:
   geom = otkit.PointCloud(x, y)
   mean_cost = float(np.mean(((x[:, None] - y[None]) ** 2).sum(-1)))
   scales = (0.1, 0.03, 0.01, 0.003)
+  solver = otkit.Sinkhorn(tol=1e-4, max_iters=10000)
   table = []
   for scale in tqdm(scales, desc="Sinkhorn and divergence over epsilon", unit="eps"):
     eps = scale * mean_cost
     start = time.perf_counter()
-    out = otkit.sinkhorn(geom, epsilon=eps, tol=1e-4, max_iters=10000)
-    div = otkit.sinkhorn_divergence(x, y, epsilon=eps, tol=1e-4, max_iters=10000)
+    out = otkit.solve(geom, epsilon=eps, solver=solver)
+    div = otkit.sinkhorn_divergence(x, y, epsilon=eps, solver=solver)
     jax.block_until_ready((out, div))
     table.append((scale, eps, float(out.value), float(otkit.transport_cost(geom, out)),
                   float(div.value), int(out.n_iters), float(out.error), bool(out.converged),
@@ -178,7 +181,7 @@ def demo(args) -> int:
     cells = [f"{v:>9.4g}" if isinstance(v, float) else f"{v!s:>9}" for v in row]
     print("  ".join(cells))
   eps = table[-1][1]
-  out = otkit.sinkhorn(geom, epsilon=eps, tol=1e-4, max_iters=10000)
+  out = otkit.solve(geom, epsilon=eps, solver=solver)
   path = args.out if os.path.splitext(args.out)[1] else args.out + ".png"
   _plot_plan(x, y, np.asarray(otkit.transport_plan(geom, out)), path)
   print(f"(times include compilation)\nwrote {path}")
@@ -201,18 +204,25 @@ def _load_dataset(path: str, what: str):
   return (x[:, None] if x.ndim == 1 else x), y
 
 
-def _otdd(xs, ys, xt, yt, args, names: dict):
-  """OTDD with one-line errors naming the files and options; returns the output and seconds."""
+def _otdd(xs, labels_s, xt, labels_t, args, names: dict):
+  """OTDD with one-line errors naming the files and options; returns the output and seconds.
+
+  ``--tol`` and ``--max-iters`` set both the outer solver (annealed, as otkit.otdd's default)
+  and the solver of the ``exact`` label distances.
+  """
   import jax
 
   import otkit
 
   names = {**names, "`epsilon`": "--epsilon", "`tol`": "--tol", "`max_iters`": "--max-iters",
-           "`inner_tol`": "--tol", "`inner_max_iters`": "--max-iters", "`inner_epsilon`": "--epsilon"}
+           "`inner_epsilon`": "--epsilon"}
   start = time.perf_counter()
   try:
-    out = otkit.otdd(xs, ys, xt, yt, epsilon=args.epsilon, label_distance=args.label_distance,
-                     debiased=not args.biased, tol=args.tol, max_iters=args.max_iters)
+    options = dict(tol=args.tol, max_iters=args.max_iters, grad_mode="envelope")
+    out = otkit.otdd(xs, labels_s, xt, labels_t, epsilon=args.epsilon,
+                     label_distance=args.label_distance, debiased=not args.biased,
+                     solver=otkit.Sinkhorn(anneal=True, **options),
+                     inner_solver=otkit.Sinkhorn(**options))
   except ValueError as err:
     message = str(err)
     for name, option in names.items():
@@ -291,11 +301,11 @@ def otdd_command(args) -> int:
     return otdd_demo(args)
   if args.a is None or args.b is None:
     raise CommandError("give two datasets, A.npz B.npz (arrays x and y), or --demo.")
-  xs, ys = _load_dataset(args.a, "A")
-  xt, yt = _load_dataset(args.b, "B")
-  names = {"`x_s`": f"A ({args.a}): x", "`y_s`": f"A ({args.a}): y",
-           "`x_t`": f"B ({args.b}): x", "`y_t`": f"B ({args.b}): y"}
-  out, seconds = _otdd(xs, ys, xt, yt, args, names)
+  xs, labels_s = _load_dataset(args.a, "A")
+  xt, labels_t = _load_dataset(args.b, "B")
+  names = {"`x_s`": f"A ({args.a}): x", "`labels_s`": f"A ({args.a}): y",
+           "`x_t`": f"B ({args.b}): x", "`labels_t`": f"B ({args.b}): y"}
+  out, seconds = _otdd(xs, labels_s, xt, labels_t, args, names)
   rows = {"OTDD^2 (value)": float(out.value), "OTDD (distance)": float(out.distance),
           "iterations": int(out.ot.n_iters), "converged": bool(out.converged),
           "time (s, incl. compilation)": seconds}

@@ -59,3 +59,35 @@ def test_demo_writes_a_png(tmp_path, capsys):
   assert cli.main(["demo", "--out", str(out)]) == 0
   assert out.read_bytes()[:4] == b"\x89PNG"
   assert "Digits" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value", [("--tol", "-1"), ("--max-iters", "0"), ("--tau", "2")])
+def test_bad_solver_options_name_the_flag(clouds, capsys, flag, value):
+  path, _, _ = clouds
+  code = cli.main(["distance", str(path / "x.npy"), str(path / "y.csv"), flag, value])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and flag in err
+
+
+def test_unequal_mass_names_both_weight_files(clouds, capsys):
+  path, _, _ = clouds
+  np.save(path / "a.npy", np.full(30, 2.0 / 30))
+  code = cli.main(["distance", str(path / "x.npy"), str(path / "y.csv"), "--weights-x",
+                   str(path / "a.npy")])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1
+  assert "--weights-x" in err and "--weights-y" in err and "total mass" in err
+
+
+def test_divergence_uses_the_solver_flags(clouds, capsys):
+  import otkit
+
+  path, x, y = clouds
+  code = cli.main(["distance", str(path / "x.npy"), str(path / "y.csv"), "--epsilon", "0.05",
+                   "--tol", "1e-9", "--divergence"])
+  assert code == 0
+  text = capsys.readouterr().out
+  value = float(next(l for l in text.splitlines() if "Sinkhorn divergence" in l).split()[-1])
+  expected = otkit.sinkhorn_divergence(x, y, epsilon=0.05, solver=otkit.Sinkhorn(tol=1e-9,
+                                                                                 max_iters=10000))
+  assert value == pytest.approx(float(expected.value), rel=1e-5)  # printed with 6 digits

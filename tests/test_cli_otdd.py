@@ -54,6 +54,10 @@ def test_bad_option_and_missing_datasets(datasets, capsys):
   assert "--epsilon" in capsys.readouterr().err
   assert cli.main(["otdd", str(datasets / "a.npz")]) == 2
   assert "--demo" in capsys.readouterr().err
+  for flag, value in (("--tol", "0"), ("--max-iters", "-3")):  # the solvers' own checks
+    assert cli.main(["otdd", str(datasets / "a.npz"), str(datasets / "b.npz"), flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ import numpy as np
 
 from otkit import _validation as V
 from otkit.closed_form._spectral import psd_sqrt, psd_sqrt_pair, symmetrize, trace_sqrt
+from otkit.solvers._output import Result, result_code
 
 Array = jax.Array
 
@@ -205,16 +206,23 @@ class GaussianBarycenter:
   Attributes:
     mean: the barycentre's mean ``Σ w_k m_k``, shape ``(d,)``.
     cov: its covariance ``(d, d)``.
-    converged: whether the relative change of ``cov`` fell below ``tol``.
+    result: an ``int32`` :class:`otkit.Result` code: ``CONVERGED`` when the relative change of
+      ``cov`` fell below ``tol``, ``MAX_ITERS`` when ``max_iters`` came first, ``NON_FINITE``
+      when the iteration produced NaN or infinite values.
     n_iters: fixed-point iterations performed.
     error: the last relative change ``‖S_{t+1} − S_t‖_F / ‖S_t‖_F``.
   """
 
   mean: Array
   cov: Array
-  converged: Array
+  result: Array
   n_iters: Array
   error: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
 
 
 def _fixed_point_map(s: Array, covs: Array, weights: Array) -> Array:
@@ -276,7 +284,9 @@ def _gaussian_barycenter(means, covs, weights, tol, max_iters):
   s, err, it = _iterate(lambda s: _fixed_point_map(s, covs_0, weights_0), s0, max_iters, tol)
   s = _implicit(s, covs, weights, tol, max_iters)
   mean = weights @ means
-  return GaussianBarycenter(mean=mean, cov=s, converged=err <= tol, n_iters=it, error=err)
+  failed = ~(jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(mean))) | jnp.isnan(err)
+  result = result_code(err <= tol, failed, stalled=jnp.asarray(False))
+  return GaussianBarycenter(mean=mean, cov=s, result=result, n_iters=it, error=err)
 
 
 def gaussian_barycenter(means, covs, weights=None, *, tol=None,
@@ -298,7 +308,8 @@ def gaussian_barycenter(means, covs, weights=None, *, tol=None,
     max_iters: static cap on the iterations (also for the adjoint solve).
 
   Returns:
-    :class:`GaussianBarycenter` with ``mean (d,)``, ``cov (d, d)`` and the diagnostics.
+    :class:`GaussianBarycenter` with ``mean (d,)``, ``cov (d, d)`` and the diagnostics
+    (``result``, ``converged == (result == Result.CONVERGED)``, ``n_iters``, ``error``).
 
   Example:
     >>> import jax.numpy as jnp, otkit

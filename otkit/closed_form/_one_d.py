@@ -97,7 +97,8 @@ def _sorted_cumweights(x: Array, w: Array, impl: str) -> tuple[Array, Array]:
 
 
 def w1d_weighted(u: Array, v: Array, a: Array, b: Array, p: float, impl: str) -> Array:
-  """``W_p^p`` between ``Σ a_i δ_{u_i}`` and ``Σ b_j δ_{v_j}`` (weights normalised to mass 1)."""
+  """``W_p^p`` between the normalised measures ``Σ a_i δ_{u_i} / Σa`` and ``Σ b_j δ_{v_j} / Σb``
+  (mass 1; callers scale by the common mass of the measures as given)."""
   us, cum_a = _sorted_cumweights(u, a, impl)
   vs, cum_b = _sorted_cumweights(v, b, impl)
   delta, ia, ib = quantile_grid(cum_a, cum_b, impl)
@@ -105,12 +106,15 @@ def w1d_weighted(u: Array, v: Array, a: Array, b: Array, p: float, impl: str) ->
 
 
 def w1d(u: Array, v: Array, a: Array | None, b: Array | None, p: float, impl: str) -> Array:
-  """The 1-D kernel for one problem: uniform weights when both ``a`` and ``b`` are ``None``."""
+  """The 1-D kernel for one problem: uniform weights of mass 1 when both ``a`` and ``b`` are
+  ``None``; otherwise weights of equal mass ``M = (Σa + Σb) / 2``, used as given (the value is
+  ``M`` times that of the normalised measures; ``None`` is uniform of mass 1)."""
   if a is None and b is None:
     return w1d_uniform(u, v, p, impl, uniform_grid(u.shape[-1], v.shape[-1], u.dtype))
   a = jnp.full(u.shape, 1.0 / u.shape[-1], u.dtype) if a is None else a
   b = jnp.full(v.shape, 1.0 / v.shape[-1], v.dtype) if b is None else b
-  return w1d_weighted(u, v, a, b, p, impl)
+  mass = 0.5 * (jnp.sum(a) + jnp.sum(b))
+  return mass * w1d_weighted(u, v, a, b, p, impl)
 
 
 def _check_line(name: str, x, dtype) -> Array:
@@ -142,8 +146,10 @@ def wasserstein_1d(u, v, a=None, b=None, *, p=2, sort_impl="auto") -> Array:
   Args:
     u: positions of the first measure, shape ``(n,)``.
     v: positions of the second measure, shape ``(m,)``.
-    a: weights ``(n,)`` of ``u``, non-negative; ``None`` means uniform. Normalised to sum to 1.
-    b: weights ``(m,)`` of ``v``, as ``a``.
+    a: weights ``(n,)`` of ``u``, non-negative; ``None`` means uniform ``1/n`` (mass 1).
+    b: weights ``(m,)`` of ``v``, as ``a``. ``a`` and ``b`` must have the same total mass ``M``
+      (a ``ValueError`` otherwise); they are used as given, so the value is the OT cost between
+      measures of mass ``M``, ``M`` times ``W_p^p`` of the normalised measures.
     p: exponent ``>= 1`` of the ground cost (static).
     sort_impl: ``"auto"`` (NumPy's sort on CPU through a host callback, XLA's elsewhere),
       ``"numpy"`` or ``"xla"`` (static).
@@ -166,6 +172,10 @@ def wasserstein_1d(u, v, a=None, b=None, *, p=2, sort_impl="auto") -> Array:
   u, v = _check_line("u", u, dtype), _check_line("v", v, dtype)
   a = None if a is None else V.check_weights("a", a, u.shape[0], dtype)
   b = None if b is None else V.check_weights("b", b, v.shape[0], dtype)
+  if a is not None or b is not None:
+    uniform = lambda n: jnp.full((n,), 1.0 / n, dtype)  # noqa: E731
+    V.check_equal_mass(uniform(u.shape[0]) if a is None else a,
+                       uniform(v.shape[0]) if b is None else b, 1.0, 1.0)
   p = check_order(p)
   impl = V.check_choice("sort_impl", sort_impl, _sorting.IMPLS)
   return _wasserstein_1d(u, v, a, b, p, impl)

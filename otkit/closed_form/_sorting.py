@@ -14,13 +14,13 @@ allowed, e.g. for ``jax.export``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from otkit import _host
 
 Array = jax.Array
 IMPLS = ("auto", "numpy", "xla")
@@ -30,27 +30,12 @@ IMPLS = ("auto", "numpy", "xla")
 _PARALLEL_MIN_SIZE = 1 << 20
 
 
-@functools.cache
-def _pool() -> tuple[concurrent.futures.ThreadPoolExecutor | None, int]:
-  workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
-                (os.cpu_count() or 1), 8)
-  return (concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 else None), workers
-
-
-if hasattr(os, "register_at_fork"):  # a forked child must not reuse the parent's dead threads
-  os.register_at_fork(after_in_child=_pool.cache_clear)
-
-
 def _sorted_rows(x: np.ndarray) -> np.ndarray:
   """``np.sort(x, axis=-1)`` into one new array, split over rows between threads when large."""
   out = np.array(x)  # the only allocation: the rows are then sorted in place
-  pool, workers = _pool()
   rows = out.reshape(-1, out.shape[-1])
-  if pool is None or out.size < _PARALLEL_MIN_SIZE or rows.shape[0] < 2:
-    out.sort(axis=-1)
-    return out
-  bounds = np.linspace(0, rows.shape[0], workers + 1).astype(int)
-  list(pool.map(lambda i: rows[bounds[i]:bounds[i + 1]].sort(axis=-1), range(workers)))
+  _host.for_row_blocks(lambda s: rows[s].sort(axis=-1), rows.shape[0],
+                       parallel=out.size >= _PARALLEL_MIN_SIZE)
   return out
 
 
@@ -58,23 +43,18 @@ def _argsorted_rows(x: np.ndarray, stable: bool, dtype) -> np.ndarray:
   """``np.argsort(x, axis=-1)`` as ``dtype``, split over rows between threads when large."""
   x = np.asarray(x)
   kind = "stable" if stable else None
-  pool, workers = _pool()
   rows = x.reshape(-1, x.shape[-1])
-  if pool is None or x.size < _PARALLEL_MIN_SIZE or rows.shape[0] < 2:
-    return np.argsort(x, axis=-1, kind=kind).astype(dtype, copy=False)
   out = np.empty(rows.shape, dtype=dtype)
-  bounds = np.linspace(0, rows.shape[0], workers + 1).astype(int)
 
-  def work(i):
-    out[bounds[i]:bounds[i + 1]] = np.argsort(rows[bounds[i]:bounds[i + 1]], axis=-1, kind=kind)
+  def work(s):
+    out[s] = np.argsort(rows[s], axis=-1, kind=kind)
 
-  list(pool.map(work, range(workers)))
+  _host.for_row_blocks(work, rows.shape[0], parallel=x.size >= _PARALLEL_MIN_SIZE)
   return out.reshape(x.shape)
 
 
-def _host(fn, x: Array, dtype) -> Array:
-  result = jax.ShapeDtypeStruct(x.shape, dtype)
-  return jax.pure_callback(fn, result, x, vmap_method="expand_dims")
+def _on_host(fn, x: Array, dtype) -> Array:
+  return _host.callback(fn, jax.ShapeDtypeStruct(x.shape, dtype), x, vmap_method="expand_dims")
 
 
 def _dispatch(x: Array, host, xla, impl: str) -> Array:
@@ -82,7 +62,7 @@ def _dispatch(x: Array, host, xla, impl: str) -> Array:
     return xla(x)
   if impl == "numpy":
     return host(x)
-  return jax.lax.platform_dependent(x, cpu=host, default=xla)
+  return _host.on_cpu(host, xla, x)
 
 
 def _index_dtype(n: int):
@@ -95,7 +75,7 @@ def argsort(x: Array, impl: str = "auto", stable: bool = False) -> Array:
   dtype = _index_dtype(x.shape[-1])
 
   def host(v):
-    return _host(lambda r: _argsorted_rows(r, stable, dtype), v, dtype)
+    return _on_host(lambda r: _argsorted_rows(r, stable, dtype), v, dtype)
 
   def xla(v):
     return jnp.argsort(v, axis=-1, stable=stable).astype(dtype)
@@ -112,7 +92,7 @@ def sort(x: Array, impl: str = "auto") -> Array:
   """
 
   def host(v):
-    return _host(_sorted_rows, v, v.dtype)
+    return _on_host(_sorted_rows, v, v.dtype)
 
   def xla(v):
     return jnp.sort(v, axis=-1)

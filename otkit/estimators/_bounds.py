@@ -40,9 +40,11 @@ import numpy as np
 
 from otkit import _validation as V
 from otkit.estimators import _minibatch as MB
+from otkit.estimators._sliced import check_key
 from otkit.geometry import _reductions as R
 from otkit.geometry._geometry import PointCloud
 from otkit.solvers import _assignment
+from otkit.solvers._output import Result, combine_results
 
 Array = jax.Array
 PARTITIONS = ("random", "sorted")
@@ -64,7 +66,8 @@ class BoundsOutput:
     pairing: ``(k,)`` int32, the batch coupling of ``upper``: source batch ``p`` goes to target
       batch ``pairing[p]``.
     batches_x, batches_y: ``(k, m)`` int32, the indices of the points in each batch.
-    converged: whether every inner solve and the batch-level assignment succeeded.
+    result: the worst :class:`otkit.Result` code (``int32``) of the inner solves and of the
+      batch-level assignment (``NON_FINITE`` too if a bound is not finite).
   """
 
   upper: Array
@@ -75,7 +78,12 @@ class BoundsOutput:
   pairing: Array
   batches_x: Array
   batches_y: Array
-  converged: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``: every inner solve and the coupling of batches succeeded."""
+    return self.result == Result.CONVERGED
 
 
 def c_transform(geom, h: Array) -> Array:
@@ -96,29 +104,29 @@ def pair_set(proxy: Array, budget: int, method: str = "jax") -> tuple[Array, Arr
   return chosen // k, chosen % k
 
 
-def _lower_bound(x, y, cost_fn, f_batches, batches_x, pairing, chunk_size):
+def _lower_bound(x, y, cost_fn, f_batches, batches_x, pairing, transform_chunk_size):
   """Assembles ``f`` from the batch potentials of the coupled pairs and c-transforms it twice."""
   n = x.shape[0]
   f = jnp.zeros((n,), x.dtype).at[batches_x.reshape(-1)].set(
       f_batches[jnp.arange(pairing.shape[0]), pairing].reshape(-1))
-  geom = PointCloud(x, y, cost_fn, chunk_size)
+  geom = PointCloud(x, y, cost_fn, transform_chunk_size)
   g = c_transform(geom.transpose(), f)
   f = c_transform(geom, g)
   return jnp.mean(f) + jnp.mean(g)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "budget", "inner", "options",
-                                             "batch_chunk", "chunk_size", "method"))
-def _bounds(x, y, order_x, order_y, epsilon, cost_fn, *, batch_size, budget, inner, options,
-            batch_chunk, chunk_size, method):
+@functools.partial(jax.jit, static_argnames=("batch_size", "budget", "inner", "chunk_size",
+                                             "transform_chunk_size", "method"))
+def _bounds(x, y, order_x, order_y, mass, epsilon, solver, cost_fn, *, batch_size, budget, inner,
+            chunk_size, transform_chunk_size, method):
   n, d = x.shape
   k, m = n // batch_size, batch_size
   batches_x, batches_y = order_x.reshape(k, m), order_y.reshape(k, m)
   xs, ys = x[batches_x], y[batches_y]
   proxy = jax.lax.stop_gradient(cost_fn.pairwise(jnp.mean(xs, axis=1), jnp.mean(ys, axis=1)))
   p, q = pair_set(proxy, budget, method)
-  values, f_pairs, converged = MB.solve_pairs(xs[p], ys[q], cost_fn, inner, epsilon,
-                                              dict(options), batch_chunk, method)
+  values, f_pairs, codes = MB.solve_pairs(xs[p], ys[q], cost_fn, inner, epsilon, solver,
+                                          chunk_size, method)
   costs = jnp.full((k, k), jnp.inf, values.dtype).at[p, q].set(values)
   solved = jnp.zeros((k, k), bool).at[p, q].set(True)
   f_batches = jnp.zeros((k, k, m), values.dtype).at[p, q].set(f_pairs)
@@ -129,22 +137,30 @@ def _bounds(x, y, order_x, order_y, epsilon, cost_fn, *, batch_size, budget, inn
   else:
     average = jnp.mean(values[:k])  # the proxy pairing: the first k pairs solved
   lower = _lower_bound(x, y, cost_fn, jax.lax.stop_gradient(f_batches), batches_x, top.perm,
-                       chunk_size)
+                       transform_chunk_size)
+  if mass is not None:  # the batches carry the measures' common mass
+    upper, lower, average, costs = (mass * v for v in (upper, lower, average, costs))
+  result = combine_results(MB.pairs_result(codes, upper, lower), top.result)
   return BoundsOutput(upper=upper, lower=lower, average=average, costs=costs, solved=solved,
-                      pairing=top.perm, batches_x=batches_x, batches_y=batches_y,
-                      converged=jnp.all(converged) & top.converged)
+                      pairing=top.perm, batches_x=batches_x, batches_y=batches_y, result=result)
 
 
-def _check_uniform(name: str, w, n: int, dtype) -> None:
-  if w is None:
-    return
+def _check_uniform(name: str, w, n: int, dtype) -> Array:
   arr = V.check_weights(name, w, n, dtype)
-  if V.is_concrete(arr):
-    values = np.asarray(arr)
+  values = V.concrete_values(arr)
+  if w is not None and values is not None:
     if not np.allclose(values, values.mean(), rtol=1e-6, atol=0.0):
       raise ValueError(f"`{name}` must be uniform: the bounds partition each measure into "
                        "equal-size batches of equal mass. Resample the points, or use "
                        "otkit.minibatch_ot, which accepts weights.")
+  return arr
+
+
+def _check_weights(a, b, n: int, dtype) -> Array | None:
+  """The common mass of uniform weights ``a``, ``b`` (``None`` when both are ``None``)."""
+  a_w, b_w = _check_uniform("a", a, n, dtype), _check_uniform("b", b, n, dtype)
+  V.check_equal_mass(a_w, b_w, 1.0, 1.0)
+  return None if a is None and b is None else MB.common_mass(a_w, b_w)
 
 
 def _check_order(name: str, order, n: int) -> Array:
@@ -165,7 +181,7 @@ def _partition(key, x, y, partition):
     V.check_choice("partition", partition, PARTITIONS)
     if partition == "sorted":
       return jnp.argsort(x[:, 0]).astype(jnp.int32), jnp.argsort(y[:, 0]).astype(jnp.int32)
-    key_x, key_y = jax.random.split(MB.check_key(key))
+    key_x, key_y = jax.random.split(check_key(key))
     return (jax.random.permutation(key_x, n).astype(jnp.int32),
             jax.random.permutation(key_y, n).astype(jnp.int32))
   if not (isinstance(partition, (tuple, list)) and len(partition) == 2):
@@ -175,9 +191,8 @@ def _partition(key, x, y, partition):
 
 
 def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, partition="random",
-                     inner="exact", epsilon=None, cost_fn=None, batch_chunk=None,
-                     chunk_size=None, tol=1e-3, max_iters=2000, fixed_iters=None,
-                     grad_mode="implicit", exact_method="auto") -> BoundsOutput:
+                     inner="exact", epsilon=None, solver=None, cost_fn=None, chunk_size=None,
+                     transform_chunk_size=None, exact_method="auto") -> BoundsOutput:
   """Upper and lower bounds on ``OT(μ, ν)`` from mini-batch solves, within a budget of solves.
 
   Splits both measures into ``k = n / batch_size`` batches, solves ``budget`` batch pairs and
@@ -188,14 +203,16 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
   ``lower ≤ OT ≤ upper ≤ average``, and ``upper`` does not increase with ``budget`` (same key
   and partition).
 
-  Policy: both clouds have the same number of points ``n`` and uniform weights, and
+  Policy: both clouds have the same number of points ``n`` and uniform weights of the same total
+  mass ``M`` (``None`` is ``1/n``; the bounds are then those of measures of mass ``M``), and
   ``batch_size`` must divide ``n`` (the batches are equal; no point is dropped, since dropping
   one would change the measure being bounded).
 
   Args:
     key: a ``jax.random`` key (used by ``partition="random"``; may be ``None`` otherwise).
     x, y: points ``(n, d)`` each.
-    a, b: weights ``(n,)``; only uniform weights are accepted (``None`` = uniform).
+    a, b: weights ``(n,)``; only uniform weights of equal mass are accepted (``None`` =
+      ``1/n``).
     batch_size: static ``m``, a divisor of ``n``.
     budget: static number of batch pairs to solve, ``k ≤ budget ≤ k²``; ``None`` = ``k²``.
     partition: ``"random"`` (a random permutation of each cloud), ``"sorted"`` (consecutive ranks
@@ -203,19 +220,23 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
       permutations of ``0..n−1``; batch ``p`` holds ``order[p·m:(p+1)·m]`` (e.g. the argsort of
       equal-size cluster labels).
     inner: ``"exact"`` (default; :func:`otkit.assignment`) or ``"sinkhorn"`` (the primal cost of
-      each entropic plan, still an upper bound up to its marginal error ``tol``).
-    epsilon: the entropic regularisation of ``inner="sinkhorn"``.
+      each entropic plan, still an upper bound up to the solver's marginal error ``tol``).
+    epsilon: the entropic regularisation of ``inner="sinkhorn"`` (traced).
+    solver: the solver object of ``inner="sinkhorn"`` (default ``otkit.Sinkhorn()``; see
+      :func:`otkit.minibatch_ot`).
     cost_fn: the ground cost (default ``‖x − y‖²``, no ½).
-    batch_chunk: static; pairs per ``vmap`` chunk of the inner solves.
-    chunk_size: static; row block of the online c-transforms (as in :class:`otkit.PointCloud`).
-    tol, max_iters, fixed_iters, grad_mode: Sinkhorn options for ``inner="sinkhorn"``.
+    chunk_size: static; pairs per ``vmap`` chunk of the inner solves (memory
+      ``O(chunk_size · m²)``), as in :func:`otkit.minibatch_ot`.
+    transform_chunk_size: static; row block of the online c-transforms (as ``chunk_size`` of
+      :class:`otkit.PointCloud`).
     exact_method: static; how the exact assignments run (the inner solves of ``inner="exact"``
       and the coupling of batches), as ``method`` of :func:`otkit.assignment`: ``"auto"``
       (default: SciPy on the host on CPU), ``"host"`` or ``"jax"``.
 
   Returns:
     :class:`BoundsOutput` with ``upper``, ``lower``, ``average``, the batch cost matrix ``costs``
-    (``+inf`` where not solved), the mask ``solved``, the batch ``pairing`` and ``converged``.
+    (``+inf`` where not solved), the mask ``solved``, the batch ``pairing`` and ``result`` (an
+    :class:`otkit.Result` code; ``converged`` is ``result == CONVERGED``).
 
   References:
     Alvarez-Melis, Fusi, Mackey, Wagner, "Budget-Constrained Bounds for Mini-Batch Estimation of
@@ -235,8 +256,7 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
     raise ValueError(f"`x` and `y` must have the same number of points for the batch bounds; got "
                      f"{n} and {y.shape[0]}. Subsample one cloud, or use otkit.minibatch_ot.")
   dtype = x.dtype
-  _check_uniform("a", a, n, dtype)
-  _check_uniform("b", b, n, dtype)
+  mass = _check_weights(a, b, n, dtype)
   batch_size = MB.check_batch_size(batch_size, n, n)
   if n % batch_size:
     divisors = [s for s in range(1, n + 1) if n % s == 0]
@@ -250,15 +270,11 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
   if not k <= budget <= k * k:
     raise ValueError(f"`budget` must lie in [k, k²] = [{k}, {k * k}] for k = {k} batches (at least "
                      f"one pairing of the batches); got {budget}.")
-  epsilon, options = MB.check_inner(inner, epsilon, dtype, tol=tol, max_iters=max_iters,
-                                    fixed_iters=fixed_iters, grad_mode=grad_mode)
-  if batch_chunk is not None:
-    batch_chunk = V.check_static_int("batch_chunk", batch_chunk)
-  if chunk_size is not None:
-    chunk_size = V.check_static_int("chunk_size", chunk_size)
+  epsilon, solver = MB.check_inner(inner, epsilon, solver, dtype)
+  chunk_size = MB.check_chunk_size(chunk_size)
+  transform_chunk_size = MB.check_chunk_size(transform_chunk_size, "transform_chunk_size")
   method = _assignment.resolve_method(exact_method, "exact_method")
   order_x, order_y = _partition(key, x, y, partition)
-  return _bounds(x, y, order_x, order_y, epsilon, MB.check_cost_fn(cost_fn),
-                 batch_size=batch_size, budget=budget, inner=inner,
-                 options=tuple(sorted(options.items())), batch_chunk=batch_chunk,
-                 chunk_size=chunk_size, method=method)
+  return _bounds(x, y, order_x, order_y, mass, epsilon, solver, MB.check_cost_fn(cost_fn),
+                 batch_size=batch_size, budget=budget, inner=inner, chunk_size=chunk_size,
+                 transform_chunk_size=transform_chunk_size, method=method)

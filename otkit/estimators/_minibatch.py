@@ -3,15 +3,17 @@
 The classic estimator (Fatras et al.) draws ``k`` pairs of batches of ``m`` points, one from each
 measure, solves OT between the uniform measures on each pair and averages:
 ``MB_m(μ, ν) = mean_p OT(μ_p, ν_p)``. All pairs are solved by one ``vmap`` (in chunks of
-``batch_chunk`` pairs, so memory is ``O(batch_chunk · m²)``), either exactly (:func:`otkit.assignment`,
-the batches being uniform and of equal size) or with :func:`otkit.sinkhorn`.
+``chunk_size`` pairs, so memory is ``O(chunk_size · m²)``), either exactly (:func:`otkit.assignment`,
+the batches being uniform and of equal size) or by a Sinkhorn solver object
+(:class:`otkit.Sinkhorn`, :class:`otkit.SinkhornNewton`) through :func:`otkit.solve`.
 
 For the default cost ``‖x − y‖²`` the exact inner solver is warm-started with the potentials of
 the Gaussian approximation of each pair (the Brenier potential of the Bures map between the
 batches' means and covariances, for ``d ≤ WARM_START_MAX_DIM``): it shortens the augmenting-path
 searches several-fold and never changes the result. On CPU the exact solves run on the host
 (``exact_method="auto"``, see :func:`otkit.assignment`): each chunk of pairs is one callback that
-loops SciPy's exact solver over the warm-started problems.
+loops SciPy's exact solver over the warm-started problems. Random permutations are drawn by
+sorting random keys, with NumPy's sort on the host on CPU (:mod:`otkit._host`).
 
 References:
   Fatras, Zine, Flamary, Gribonval, Courty, "Learning with minibatch Wasserstein: asymptotic and
@@ -29,14 +31,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from otkit import _host
 from otkit import _validation as V
 from otkit.closed_form._gaussian import transport_matrix
+from otkit.estimators._sliced import check_key
 from otkit.geometry import _costs
 from otkit.geometry._geometry import PointCloud
 from otkit.solvers import _assignment
 from otkit.solvers import _solve
-from otkit.solvers._solver import GRAD_MODES
+from otkit.solvers._output import Result, combine_results, finite_result, reduce_result
 from otkit.solvers._plan import transport_cost
+from otkit.solvers._solver import check_solver
 
 Array = jax.Array
 INNER = ("exact", "sinkhorn")
@@ -55,13 +60,21 @@ class MinibatchOutput:
     value: the mini-batch estimate, the mean of ``costs``.
     std_error: its standard error over the batch pairs, ``std(costs) / √k`` (``0`` for ``k = 1``).
     costs: ``(k,)``, the OT cost of each pair of batches.
-    converged: whether every inner problem was solved (exactly, or to ``tol`` for Sinkhorn).
+    result: the worst :class:`otkit.Result` code over the pairs (``int32``): the exact solver's
+      (``CONVERGED``, or ``NON_FINITE`` when a pair has no finite assignment), or the Sinkhorn
+      solver's (``CONVERGED`` when every pair met the solver's ``tol``); ``NON_FINITE`` too if
+      ``value`` is not finite.
   """
 
   value: Array
   std_error: Array
   costs: Array
-  converged: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``: every inner problem was solved."""
+    return self.result == Result.CONVERGED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +116,7 @@ def _sq_rows(x: Array, y: Array):
 def exact_pair(x: Array, y: Array, cost_fn, method: str = "jax",
                duals: bool = True) -> tuple[Array, Array, Array]:
   """``OT`` between the uniform measures on ``x (m, d)`` and ``y (m, d)``, the row potential
-  ``f (m,)`` (gauge ``mean f = mean g``) and whether the solve converged.
+  ``f (m,)`` (gauge ``mean f = mean g``) and the solve's result code.
 
   ``method``: ``"jax"`` or ``"host"`` (see :func:`otkit.assignment`); ``duals=False`` lets the
   host path skip the potentials (``f`` is then only feasible, not optimal).
@@ -116,28 +129,29 @@ def exact_pair(x: Array, y: Array, cost_fn, method: str = "jax",
                           duals=duals)
   m = x.shape[0]
   shift = 0.5 * (jnp.mean(out.g) - jnp.mean(out.f))
-  return out.cost / m, out.f + shift, out.converged
+  return out.cost / m, out.f + shift, out.result
 
 
-def sinkhorn_pair(x: Array, y: Array, cost_fn, epsilon: Array, options: dict):
+def sinkhorn_pair(x: Array, y: Array, cost_fn, epsilon: Array, solver):
   """The primal cost ``⟨C, P_ε⟩`` of the entropic plan between the uniform measures on two
-  batches, its source potential and whether Sinkhorn converged."""
+  batches, its source potential and the solver's result code."""
   geom = PointCloud(x, y, cost_fn)
-  out = _solve.sinkhorn(geom, epsilon=epsilon, **options)
-  return transport_cost(geom, out), out.f, out.converged
+  out = _solve.solve(geom, epsilon=epsilon, solver=solver)
+  return transport_cost(geom, out), out.f, out.result
 
 
-def solve_pairs(xs: Array, ys: Array, cost_fn, inner: str, epsilon, options: dict,
+def solve_pairs(xs: Array, ys: Array, cost_fn, inner: str, epsilon, solver,
                 chunk: int | None, method: str = "jax", duals: bool = True):
   """Every pair ``(xs[p], ys[p])`` of batches ``(k, m, d)``, ``chunk`` pairs per ``vmap``;
-  ``method`` and ``duals`` as in :func:`exact_pair`."""
+  ``method`` and ``duals`` as in :func:`exact_pair`. Returns the costs ``(k,)``, the source
+  potentials ``(k, m)`` and the result codes ``(k,)``."""
   if inner == "exact":
     fn = lambda pair: exact_pair(*pair, cost_fn, method, duals)
   else:
-    fn = lambda pair: sinkhorn_pair(*pair, cost_fn, epsilon, options)
+    fn = lambda pair: sinkhorn_pair(*pair, cost_fn, epsilon, solver)
   k, m = xs.shape[:2]
   if chunk is None:
-    chunk = _assignment.chunk_size(m, k, method if inner == "exact" else "jax")
+    chunk = _assignment.default_chunk_size(m, k, method if inner == "exact" else "jax")
   return jax.lax.map(fn, (xs, ys), batch_size=min(chunk, k))
 
 
@@ -153,25 +167,34 @@ def check_batch_size(batch_size, n: int, m: int) -> int:
   return size
 
 
-def check_inner(inner, epsilon, dtype, *, tol, max_iters, fixed_iters, grad_mode):
-  """Validates the inner solver's options eagerly; returns ``(epsilon, sinkhorn options)``."""
+def check_inner(inner, epsilon, solver, dtype):
+  """Validates the inner solver eagerly; returns ``(epsilon, solver)`` (both ``None`` for the
+  exact solver; the default solver object is ``Sinkhorn()``)."""
   V.check_choice("inner", inner, INNER)
   if inner == "exact":
-    if epsilon is not None:
-      raise ValueError("`epsilon` is only used with inner='sinkhorn'; the exact inner solver has "
-                       "no regularisation. Drop `epsilon` or pass inner='sinkhorn'.")
-    return None, {}
+    for name, value in (("epsilon", epsilon), ("solver", solver)):
+      if value is not None:
+        raise ValueError(f"`{name}` is only used with inner='sinkhorn'; the exact inner solver "
+                         f"has no regularisation. Drop `{name}` or pass inner='sinkhorn'.")
+    return None, None
   if epsilon is None:
     raise ValueError("inner='sinkhorn' needs `epsilon` (the entropic regularisation, in units "
                      "of the cost).")
-  epsilon = V.check_positive("epsilon", epsilon, dtype)
-  V.check_choice("grad_mode", grad_mode, GRAD_MODES)
-  options = dict(tol=float(tol), max_iters=V.check_static_int("max_iters", max_iters),
-                 fixed_iters=None if fixed_iters is None
-                 else V.check_static_int("fixed_iters", fixed_iters),
-                 grad_mode=grad_mode)
-  V.check_positive("tol", tol, dtype)
-  return epsilon, options
+  return V.check_positive("epsilon", epsilon, dtype), check_solver(solver)
+
+
+def check_chunk_size(chunk_size, name: str = "chunk_size") -> int | None:
+  return None if chunk_size is None else V.check_static_int(name, chunk_size)
+
+
+def common_mass(a: Array, b: Array) -> Array:
+  """``(Σa + Σb) / 2``, the mass of two measures checked to be equal (up to rounding)."""
+  return 0.5 * (jnp.sum(a) + jnp.sum(b))
+
+
+def pairs_result(codes: Array, *values: Array) -> Array:
+  """The worst code over the pairs' ``codes``, and ``NON_FINITE`` if a value is not finite."""
+  return combine_results(reduce_result(codes), finite_result(*values))
 
 
 def check_clouds(x, y):
@@ -190,17 +213,6 @@ def check_cost_fn(cost_fn):
   return cost_fn
 
 
-def check_key(key) -> Array:
-  if key is None:
-    raise ValueError("`key` is required: pass a jax.random key, e.g. jax.random.key(0).")
-  key = jnp.asarray(key)
-  if not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32
-                                                                and key.shape == (2,))):
-    raise ValueError("`key` must be a jax.random key (jax.random.key(seed)); got an array of "
-                     f"dtype {key.dtype} and shape {key.shape}.")
-  return key
-
-
 # ---------------------------------------------------------------------------------------------
 # The classic estimator
 
@@ -210,8 +222,8 @@ def _argsort_host(hi: Array, lo: Array) -> Array:
     keys = (np.asarray(hi).astype(np.uint64) << np.uint64(32)) | np.asarray(lo)
     return np.argsort(keys, axis=-1).astype(np.int32)
 
-  return jax.pure_callback(fn, jax.ShapeDtypeStruct(hi.shape, jnp.int32), hi, lo,
-                           vmap_method="broadcast_all")
+  return _host.callback(fn, jax.ShapeDtypeStruct(hi.shape, jnp.int32), hi, lo,
+                        vmap_method="broadcast_all")
 
 
 def _argsort_xla(hi: Array, lo: Array) -> Array:
@@ -228,7 +240,7 @@ def random_permutations(key: Array, count: int, n: int) -> Array:
   tie (probability about ``n² / 2⁶⁵``), whose order may then differ.
   """
   hi, lo = jax.random.bits(key, (2, count, n), jnp.uint32)
-  return jax.lax.platform_dependent(hi, lo, cpu=_argsort_host, default=_argsort_xla)
+  return _host.on_cpu(_argsort_host, _argsort_xla, hi, lo)
 
 
 def sample_batches(key: Array, n: int, weights: Array | None, batch_size: int,
@@ -249,54 +261,66 @@ def sample_batches(key: Array, n: int, weights: Array | None, batch_size: int,
   return batches[:n_batches]
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "n_batches", "inner", "options",
-                                             "batch_chunk", "uniform", "method"))
-def _minibatch(key, x, y, a, b, epsilon, cost_fn, *, batch_size, n_batches, inner, options,
-               batch_chunk, uniform, method):
+@functools.partial(jax.jit, static_argnames=("batch_size", "n_batches", "inner", "chunk_size",
+                                             "uniform", "method"))
+def _minibatch(key, x, y, a, b, epsilon, solver, cost_fn, *, batch_size, n_batches, inner,
+               chunk_size, uniform, method):
   key_x, key_y = jax.random.split(key)
   ix = sample_batches(key_x, x.shape[0], None if uniform[0] else a, batch_size, n_batches)
   iy = sample_batches(key_y, y.shape[0], None if uniform[1] else b, batch_size, n_batches)
-  costs, _, converged = solve_pairs(x[ix], y[iy], cost_fn, inner, epsilon, dict(options),
-                                    batch_chunk, method, duals=False)
+  costs, _, codes = solve_pairs(x[ix], y[iy], cost_fn, inner, epsilon, solver, chunk_size,
+                                method, duals=False)
+  if not all(uniform):  # batches carry the measures' common mass
+    costs = costs * common_mass(a, b)
   value = jnp.mean(costs)
   spread = jnp.std(costs, ddof=1) / jnp.sqrt(n_batches) if n_batches > 1 else jnp.zeros_like(value)
-  return MinibatchOutput(value=value, std_error=spread, costs=costs, converged=jnp.all(converged))
+  return MinibatchOutput(value=value, std_error=spread, costs=costs,
+                         result=pairs_result(codes, value))
 
 
 def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exact",
-                 epsilon=None, cost_fn=None, batch_chunk=None, tol=1e-3, max_iters=2000,
-                 fixed_iters=None, grad_mode="implicit", exact_method="auto") -> MinibatchOutput:
+                 epsilon=None, solver=None, cost_fn=None, chunk_size=None,
+                 exact_method="auto") -> MinibatchOutput:
   """The mini-batch OT estimator: the mean OT cost over ``n_batches`` random pairs of batches.
 
   ``MB_m(μ, ν) = (1/k) Σ_p OT(μ_p, ν_p)`` where ``μ_p`` and ``ν_p`` are uniform measures on
   ``m = batch_size`` points drawn from each measure. It estimates ``E[OT(μ_m, ν_m)]``, which is
   larger than ``OT(μ, ν)`` and decreases towards it as ``m`` grows. All pairs are solved in one
-  call: ``vmap`` over chunks of ``batch_chunk`` pairs.
+  call: ``vmap`` over chunks of ``chunk_size`` pairs.
 
   Sampling policy: with uniform weights each batch is a random subset of ``m`` distinct points
   (any ``m ≤ min(n, n')``; ``m`` need not divide ``n``); for a measure given with weights, ``m``
-  independent draws with probabilities ``a`` (resp. ``b``), the batch again weighted uniformly.
+  independent draws with probabilities ``a / Σa`` (resp. ``b / Σb``), the batch again weighted
+  uniformly. Weights policy: ``a`` and ``b`` must have the same total mass ``M`` (a
+  ``ValueError`` otherwise; ``None`` is uniform of mass 1); the batches carry that mass, so the
+  costs are those of measures of mass ``M`` (``M`` times those of the normalised measures).
 
   Args:
     key: a ``jax.random`` key (required).
     x: source points ``(n, d)``; y: target points ``(n', d)``.
-    a, b: optional weights ``(n,)``, ``(n',)`` (non-negative); default uniform.
+    a, b: optional weights ``(n,)``, ``(n',)`` (non-negative, of equal total mass); default
+      uniform ``1/n``.
     batch_size: static ``m``, points per batch, ``1 ≤ m ≤ min(n, n')``.
     n_batches: static ``k``, the number of batch pairs.
     inner: ``"exact"`` (default; :func:`otkit.assignment`, exact OT between the uniform batches)
-      or ``"sinkhorn"`` (:func:`otkit.sinkhorn`; each pair's cost is the primal cost
-      ``⟨C, P_ε⟩`` of its entropic plan, differentiable through the solver's ``grad_mode``).
-    epsilon: the entropic regularisation for ``inner="sinkhorn"`` (absolute, in units of the cost).
+      or ``"sinkhorn"`` (:func:`otkit.solve` with ``solver``; each pair's cost is the primal
+      cost ``⟨C, P_ε⟩`` of its entropic plan, differentiable through the solver's ``grad_mode``).
+    epsilon: the entropic regularisation for ``inner="sinkhorn"`` (absolute, in units of the
+      cost; traced).
+    solver: the solver object of ``inner="sinkhorn"`` (:class:`otkit.Sinkhorn`, the default
+      ``Sinkhorn()``, or :class:`otkit.SinkhornNewton`); its ``tol`` is traced. For example
+      ``otkit.Sinkhorn(fixed_iters=200)`` gives every pair the same number of sweeps
+      (predictable batches).
     cost_fn: the ground cost (default ``‖x − y‖²``, no ½).
-    batch_chunk: static; pairs per ``vmap`` chunk (``None``: sized from ``m``).
-    tol, max_iters, fixed_iters, grad_mode: Sinkhorn options (see :func:`otkit.sinkhorn`);
-      ``fixed_iters`` gives every pair the same number of sweeps (predictable batches).
+    chunk_size: static; pairs per ``vmap`` chunk, which bounds the memory to
+      ``O(chunk_size · m²)`` (``None``: sized from ``m``). The result does not depend on it.
     exact_method: static; how ``inner="exact"`` runs, as ``method`` of :func:`otkit.assignment`:
       ``"auto"`` (default: SciPy on the host when JAX's default backend is the CPU, the in-graph
       solver otherwise), ``"host"`` or ``"jax"``. Same costs either way.
 
   Returns:
-    :class:`MinibatchOutput` with ``value``, ``std_error``, ``costs (k,)`` and ``converged``.
+    :class:`MinibatchOutput` with ``value``, ``std_error``, ``costs (k,)`` and ``result`` (an
+    :class:`otkit.Result` code; ``converged`` is ``result == CONVERGED``).
     ``value`` is differentiable in ``x`` and ``y`` (exact: the envelope gradient through the
     optimal matchings; Sinkhorn: through the solver).
 
@@ -313,6 +337,10 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
     (True, (100,))
     >>> grad = jax.grad(lambda x: otkit.minibatch_ot(jax.random.key(2), x, y, batch_size=64,
     ...                                              n_batches=10).value)(x)
+    >>> out = otkit.minibatch_ot(jax.random.key(2), x, y, batch_size=32, n_batches=8,
+    ...                          inner="sinkhorn", epsilon=0.1, solver=otkit.Sinkhorn(tol=1e-4))
+    >>> bool(out.converged)
+    True
   """
   key = check_key(key)
   x, y = check_clouds(x, y)
@@ -322,12 +350,11 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
   n_batches = V.check_static_int("n_batches", n_batches)
   a_w = V.check_weights("a", a, n, dtype)
   b_w = V.check_weights("b", b, n2, dtype)
+  V.check_equal_mass(a_w, b_w, 1.0, 1.0)
   uniform = (a is None, b is None)
-  epsilon, options = check_inner(inner, epsilon, dtype, tol=tol, max_iters=max_iters,
-                                 fixed_iters=fixed_iters, grad_mode=grad_mode)
-  if batch_chunk is not None:
-    batch_chunk = V.check_static_int("batch_chunk", batch_chunk)
+  epsilon, solver = check_inner(inner, epsilon, solver, dtype)
+  chunk_size = check_chunk_size(chunk_size)
   method = _assignment.resolve_method(exact_method, "exact_method")
-  return _minibatch(key, x, y, a_w, b_w, epsilon, check_cost_fn(cost_fn), batch_size=batch_size,
-                    n_batches=n_batches, inner=inner, options=tuple(sorted(options.items())),
-                    batch_chunk=batch_chunk, uniform=uniform, method=method)
+  return _minibatch(key, x, y, a_w, b_w, epsilon, solver, check_cost_fn(cost_fn),
+                    batch_size=batch_size, n_batches=n_batches, inner=inner,
+                    chunk_size=chunk_size, uniform=uniform, method=method)

@@ -15,6 +15,11 @@ both bound ``W₂²`` between the Gaussian fits of the projections. The estimate
 estimator is exactly unbiased, while the plug-in slope of the paper carries an ``O(1/L)`` bias.
 ``θᵀΣθ`` is the weighted variance of the projected points (no ``d × d`` matrix).
 
+Weights policy (as everywhere in otkit): ``a`` and ``b`` must have the same total mass ``M``
+(a ``ValueError`` naming them otherwise; ``None`` is uniform of mass 1). They are used as given:
+the value is the OT cost between the measures of mass ``M``, ``M`` times that between the
+normalised measures (the convention of :func:`otkit.sinkhorn`'s transport cost).
+
 References:
   Bonneel, Rabin, Peyré, Pfister, "Sliced and Radon Wasserstein Barycenters of Measures",
   J. Math. Imaging Vis. 2015.
@@ -35,6 +40,7 @@ import optax
 from otkit import _validation as V
 from otkit.closed_form import _one_d
 from otkit.closed_form import _sorting
+from otkit.solvers._output import Result, finite_result
 
 Array = jax.Array
 CONTROL_VARIATES = (None, "lower", "upper")
@@ -54,11 +60,19 @@ class SlicedOutput:
       sliced distance.
     std_error: its standard error, ``std(terms) / √L`` (``inf`` for ``L = 1``).
     coef: the control-variate coefficient fitted on all projections (``0`` without one).
+    result: an ``int32`` :class:`otkit.Result` code: ``CONVERGED`` when ``value`` is finite,
+      else ``NON_FINITE`` (the estimate is not iterative: there is nothing else to report).
   """
 
   value: Array
   std_error: Array
   coef: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
 
 
 @jax.tree_util.register_dataclass
@@ -69,10 +83,20 @@ class MaxSlicedOutput:
   Attributes:
     value: ``W_p^p`` of the projections on ``direction`` (a lower bound of max-sliced ``W_p^p``).
     direction: the best unit direction found, shape ``(d,)``.
+    result: an ``int32`` :class:`otkit.Result` code: ``CONVERGED`` when ``value`` and
+      ``direction`` are finite, else ``NON_FINITE``. The ascent runs a fixed budget of steps
+      with no stopping test (its value is a lower bound whatever the budget), so it has no
+      iteration cap to report.
   """
 
   value: Array
   direction: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -167,19 +191,55 @@ def combine(w: Array, g: Array | None, expectation: Array | None) -> tuple[Array
   return value, std_error, jax.lax.stop_gradient(coef)
 
 
+def _normalised(a: Array, b: Array) -> tuple[Array, Array, Array]:
+  """``a / Σa``, ``b / Σb`` and the common mass ``(Σa + Σb) / 2`` of equal-mass weights."""
+  sa, sb = jnp.sum(a), jnp.sum(b)
+  return a / sa, b / sb, 0.5 * (sa + sb)
+
+
 @functools.partial(jax.jit, static_argnames=("uniform", "p", "control_variate", "chunk_size",
                                              "impl"))
 def _sliced(thetas, x, y, a, b, uniform, p, control_variate, chunk_size, impl):
-  a, b = a / jnp.sum(a), b / jnp.sum(b)
+  a, b, mass = _normalised(a, b)
   grid = _one_d.uniform_grid(x.shape[0], y.shape[0], x.dtype) if uniform else None
   w, g = _chunked_terms(thetas, x, y, a, b, chunk_size, uniform=uniform, p=p, impl=impl,
                         grid=grid, control_variate=control_variate)
+  if not uniform:
+    w = mass * w  # the measures as given, of mass M
   if control_variate is None:
     value, std_error, coef = combine(w, None, None)
   else:
     e_low, e_up = _expectations(x, y, a, b)
     value, std_error, coef = combine(w, g, e_low if control_variate == "lower" else e_up)
-  return SlicedOutput(value=value, std_error=std_error, coef=coef)
+  return SlicedOutput(value=value, std_error=std_error, coef=coef, result=finite_result(value))
+
+
+def sliced_value(thetas: Array, x: Array, y: Array, a: Array, b: Array, *, p: float = 2.0,
+                 uniform: bool = False, control_variate: str | None = None,
+                 chunk_size: int | None = None, sort_impl: str = "auto") -> SlicedOutput:
+  """The sliced estimate over given directions, on inputs already validated.
+
+  The building block of :func:`sliced_wasserstein` for callers that fix the directions once
+  (e.g. a flow energy, :func:`otkit.flows.sliced_wasserstein_to`): nothing is checked.
+
+  Args:
+    thetas: ``(L, d)`` unit directions (e.g. from :func:`directions`).
+    x: ``(n, d)``, y: ``(m, d)`` points; a: ``(n,)``, b: ``(m,)`` weights of equal mass.
+    p: exponent of the ground cost (static).
+    uniform: static; ``True`` declares ``a`` and ``b`` uniform of mass 1 (a faster kernel
+      that ignores their values).
+    control_variate: ``None``, ``"lower"`` or ``"upper"`` (static).
+    chunk_size: directions per chunk (static; ``None``: :func:`default_chunk_size`).
+    sort_impl: ``"auto"``, ``"numpy"`` or ``"xla"`` (static).
+
+  Returns:
+    :class:`SlicedOutput`.
+  """
+  n_proj = thetas.shape[0]
+  if chunk_size is None:
+    chunk_size = default_chunk_size(x.shape[0], y.shape[0], x.shape[1], x.dtype.itemsize, n_proj)
+  return _sliced(thetas, x, y, a, b, uniform, p, control_variate, min(chunk_size, n_proj),
+                 sort_impl)
 
 
 def check_key(key) -> Array:
@@ -208,6 +268,7 @@ def _check_clouds(x, y, a, b):
   uniform = a is None and b is None
   a = V.check_weights("a", a, x.shape[0], dtype)
   b = V.check_weights("b", b, y.shape[0], dtype)
+  V.check_equal_mass(a, b, 1.0, 1.0)
   return x, y, a, b, uniform
 
 
@@ -231,8 +292,9 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
   Args:
     key: a PRNG key (``jax.random.key``); required, split it for independent estimates.
     x: source points ``(n, d)``; y: target points ``(m, d)``.
-    a: source weights ``(n,)``, b: target weights ``(m,)``; non-negative, normalised to sum to
-      1; default uniform.
+    a: source weights ``(n,)``, b: target weights ``(m,)``; non-negative, of the same total mass
+      ``M`` (a ``ValueError`` otherwise), used as given: the value is that of measures of mass
+      ``M``. Default uniform ``1/n`` (mass 1).
     n_projections: number ``L >= 1`` of random directions (static).
     p: exponent ``>= 1`` of the ground cost (static).
     control_variate: ``None``, ``"lower"`` or ``"upper"`` (static); any ``p`` is allowed, the
@@ -243,7 +305,8 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
     sort_impl: ``"auto"`` (NumPy's sort on CPU, XLA's elsewhere), ``"numpy"`` or ``"xla"``.
 
   Returns:
-    :class:`SlicedOutput` with the estimate of ``SW_p^p`` and its standard error.
+    :class:`SlicedOutput` with the estimate of ``SW_p^p``, its standard error and ``result``
+    (``NON_FINITE`` if the estimate is not finite).
 
   Example:
     >>> import jax, otkit
@@ -261,18 +324,16 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
   p = _one_d.check_order(p)
   control_variate = V.check_choice("control_variate", control_variate, CONTROL_VARIATES)
   impl = V.check_choice("sort_impl", sort_impl, _sorting.IMPLS)
-  if chunk_size is None:
-    chunk_size = default_chunk_size(x.shape[0], y.shape[0], x.shape[1], x.dtype.itemsize,
-                                    n_projections)
-  chunk_size = V.check_static_int("chunk_size", chunk_size)
+  if chunk_size is not None:
+    chunk_size = V.check_static_int("chunk_size", chunk_size)
   thetas = directions(key, n_projections, x.shape[1], x.dtype)
-  return _sliced(thetas, x, y, a, b, uniform, p, control_variate, min(chunk_size, n_projections),
-                 impl)
+  return sliced_value(thetas, x, y, a, b, p=p, uniform=uniform, control_variate=control_variate,
+                      chunk_size=chunk_size, sort_impl=impl)
 
 
 @functools.partial(jax.jit, static_argnames=("uniform", "p", "n_steps", "impl"))
 def _max_sliced(theta0, x, y, a, b, learning_rate, uniform, p, n_steps, impl):
-  a, b = a / jnp.sum(a), b / jnp.sum(b)
+  a, b, mass = _normalised(a, b)
   xs, ys, as_, bs = jax.lax.stop_gradient((x, y, a, b))
 
   def objective(theta, x, y, a, b):
@@ -302,7 +363,11 @@ def _max_sliced(theta0, x, y, a, b, learning_rate, uniform, p, n_steps, impl):
   best_theta = jnp.where((last > best_value)[:, None], theta, best_theta)
   best_value = jnp.maximum(last, best_value)
   direction = jax.lax.stop_gradient(best_theta[jnp.argmax(best_value)])
-  return MaxSlicedOutput(value=objective(direction, x, y, a, b), direction=direction)
+  value = objective(direction, x, y, a, b)
+  if not uniform:
+    value = mass * value  # the measures as given, of mass M
+  return MaxSlicedOutput(value=value, direction=direction,
+                         result=finite_result(value, direction))
 
 
 def max_sliced_wasserstein(key, x, y, a=None, b=None, *, p=2, n_starts=8, n_steps=100,
@@ -318,7 +383,8 @@ def max_sliced_wasserstein(key, x, y, a=None, b=None, *, p=2, n_starts=8, n_step
   Args:
     key: a PRNG key for the starting directions (required).
     x: source points ``(n, d)``; y: target points ``(m, d)``.
-    a, b: weights ``(n,)`` and ``(m,)`` (default uniform, normalised to sum to 1).
+    a, b: weights ``(n,)`` and ``(m,)`` of the same total mass, used as given (as in
+      :func:`sliced_wasserstein`); default uniform ``1/n``.
     p: exponent ``>= 1`` of the ground cost (static).
     n_starts: number of random starting directions (static).
     n_steps: Adam steps per start (static).
@@ -326,7 +392,8 @@ def max_sliced_wasserstein(key, x, y, a=None, b=None, *, p=2, n_starts=8, n_step
     sort_impl: as in :func:`sliced_wasserstein`.
 
   Returns:
-    :class:`MaxSlicedOutput` with ``value`` and ``direction (d,)``.
+    :class:`MaxSlicedOutput` with ``value``, ``direction (d,)`` and ``result`` (``NON_FINITE``
+    if either is not finite).
 
   Example:
     >>> import jax, jax.numpy as jnp, otkit

@@ -35,6 +35,7 @@ import numpy as np
 
 from otkit import _validation as V
 from otkit.closed_form import _one_d
+from otkit.closed_form import _sorting
 from otkit.estimators import _sliced
 from otkit.estimators._sliced import check_key
 from otkit.estimators._divergence import DEFAULT_SOLVER, self_problems, solve_divergence
@@ -210,7 +211,8 @@ class SinkhornTo:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class SlicedTo:
-  """``SW_p^p(ρ, ν)`` over fixed directions drawn from ``key`` (a deterministic functional)."""
+  """``SW_p^p(ρ, ν)`` over fixed directions drawn from ``key`` (a deterministic functional);
+  ``b`` has mass 1, as the particles (``uniform``: ``b`` is ``1/m``)."""
 
   key: Array
   y: Array
@@ -224,12 +226,9 @@ class SlicedTo:
     dtype = x.dtype
     y, b = self.y.astype(dtype), self.b.astype(dtype)
     a = jnp.full(x.shape[:1], 1.0 / x.shape[0], dtype)
-    chunk = _sliced.default_chunk_size(x.shape[0], y.shape[0], x.shape[1], dtype.itemsize,
-                                       self.n_projections)
     thetas = _sliced.directions(self.key, self.n_projections, x.shape[1], dtype)
-    out = _sliced._sliced(thetas, x, y, a, b, self.uniform, self.p, None,
-                          min(chunk, self.n_projections), self.sort_impl)
-    return out.value
+    return _sliced.sliced_value(thetas, x, y, a, b, p=self.p, uniform=self.uniform,
+                                sort_impl=self.sort_impl).value
 
   def check(self, x: Array) -> None:
     _check_dimension("y", self.y, x)
@@ -454,8 +453,8 @@ def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, chunk_size=None,
     cost_fn: the ground cost (default ``‖x − y‖²``, no ½).
     chunk_size: rows per block of the online reductions (static).
     solver: a solver object (:class:`otkit.Sinkhorn`, :class:`otkit.SinkhornNewton`); default
-      ``Sinkhorn(grad_mode="envelope")``, exact first derivatives by Danskin's theorem (reverse
-      mode, no linear solve), as :func:`otkit.sinkhorn_divergence`.
+      ``Sinkhorn(grad_mode="envelope")``, exact first derivatives by Danskin's theorem (no
+      linear solve), as :func:`otkit.sinkhorn_divergence`.
     warm_start: carry the potentials along a flow (static).
 
   Returns:
@@ -491,7 +490,8 @@ def sliced_wasserstein_to(key, y, b=None, *, n_projections=128, p=2, sort_impl="
 
   Args:
     key: a PRNG key (``jax.random.key``).
-    y: target points ``(m, d)``; b: target weights ``(m,)``, default uniform.
+    y: target points ``(m, d)``; b: target weights ``(m,)`` of total mass 1, the mass of the
+      particles (a ``ValueError`` otherwise: weights are never normalised), default uniform.
     n_projections, p, sort_impl: as in :func:`otkit.sliced_wasserstein` (static).
 
   Returns:
@@ -512,7 +512,8 @@ def sliced_wasserstein_to(key, y, b=None, *, n_projections=128, p=2, sort_impl="
   y = V.check_points("y", y)
   uniform = b is None
   b = V.check_weights("b", b, y.shape[0], y.dtype)
+  V.check_equal_mass(jnp.ones((1,), y.dtype), b, 1.0, 1.0)  # the particles carry mass 1
   n_projections = V.check_static_int("n_projections", n_projections)
-  sort_impl = V.check_choice("sort_impl", sort_impl, _sliced._sorting.IMPLS)
-  return _single(SlicedTo(key, y, b / jnp.sum(b), n_projections=n_projections,
-                          p=_one_d.check_order(p), sort_impl=sort_impl, uniform=uniform))
+  sort_impl = V.check_choice("sort_impl", sort_impl, _sorting.IMPLS)
+  return _single(SlicedTo(key, y, b, n_projections=n_projections, p=_one_d.check_order(p),
+                          sort_impl=sort_impl, uniform=uniform))

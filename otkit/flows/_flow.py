@@ -31,6 +31,7 @@ import numpy as np
 from otkit import _validation as V
 from otkit.estimators._sliced import check_key
 from otkit.flows._energies import as_energy
+from otkit.solvers._output import Result
 
 Array = jax.Array
 
@@ -49,6 +50,9 @@ class FlowOutput:
     stopped: whether the stopping rule ``|F(x_k) − F(x_{k−1})| <= tol`` ended the flow.
     failed: whether a step met a non-finite value, gradient or update; the flow then keeps the
       last finite particles (no NaN is returned).
+    result: an ``int32`` :class:`otkit.Result` code: ``NON_FINITE`` if the flow failed,
+      ``MAX_ITERS`` if a stopping ``tol`` was given and ``n_steps`` ran out first, else
+      ``CONVERGED`` (every step taken, or stopped by ``tol``).
   """
 
   frames: Array
@@ -57,6 +61,12 @@ class FlowOutput:
   n_steps: Array
   stopped: Array
   failed: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
 
   @property
   def x(self) -> Array:
@@ -74,7 +84,7 @@ class FlowState(NamedTuple):
   it: Array
   stopped: Array
   failed: Array
-  key: Array
+  key: Array | None  # None when no noise is drawn
 
 
 def _where(cond: Array, new, old):
@@ -124,7 +134,8 @@ def run_flow(energy, x0, scale: Callable, optimizer, step_size, temperature, tol
   One ``lax.scan`` of ``n_steps + 1`` iterations (the last one only evaluates ``F(x_N)``); the
   frames are written in place into a buffer carried by the scan. Returns ``(frames, steps,
   values, n_taken, stopped, failed)``; ``frames`` is a pytree like ``x0`` with a leading frame
-  axis.
+  axis. ``key`` is only used with ``noise`` (it may be ``None`` otherwise); the result code of
+  the flow is :func:`flow_result`.
   """
   steps = np.arange(0, n_steps + 1, save_every)
   if steps[-1] != n_steps:
@@ -182,6 +193,15 @@ def _report_progress(it, total, value) -> None:
     _BAR.pop("bar", None)
 
 
+def flow_result(stopped: Array, failed: Array, tol: Array) -> Array:
+  """The :class:`otkit.Result` code of a flow: ``NON_FINITE`` if it failed, ``MAX_ITERS`` if a
+  stopping ``tol`` (``>= 0``; ``check_tol`` encodes none as ``−1``) was not met, else
+  ``CONVERGED``."""
+  missed = (tol >= 0) & ~stopped
+  return jnp.where(failed, Result.NON_FINITE,
+                   jnp.where(missed, Result.MAX_ITERS, Result.CONVERGED)).astype(jnp.int32)
+
+
 def particle_scale(x: Array, grad: Array) -> Array:
   """The Wasserstein gradient of an empirical functional: ``n ∇F̂``."""
   return grad * x.shape[0]
@@ -195,7 +215,7 @@ def _gradient_flow(energy, x0, step_size, temperature, tol, key, *, n_steps, sav
       energy, x0, particle_scale, optimizer, step_size, temperature, tol, key,
       n_steps=n_steps, save_every=save_every, noise=noise, progress=progress)
   return FlowOutput(frames=frames, steps=steps, values=values, n_steps=taken, stopped=stopped,
-                    failed=failed)
+                    failed=failed, result=flow_result(stopped, failed, tol))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,15 +236,16 @@ def check_optimizer(optimizer):
   return optimizer
 
 
-def check_noise(temperature, key, dtype) -> tuple[Array, Array, bool]:
-  """``(temperature, key, noise)``: Langevin noise needs an explicit key."""
+def check_noise(temperature, key, dtype) -> tuple[Array, Array | None, bool]:
+  """``(temperature, key, noise)``: Langevin noise is drawn from the caller's ``key``, which is
+  then required (there is no default key); without noise the key is ``None``."""
   beta = V.check_nonnegative("temperature", temperature, dtype)
   if key is None:
     v = V.concrete_values(temperature)
     if v is None or float(v) != 0.0:
-      raise ValueError("`temperature` > 0 adds Langevin noise: pass a PRNG `key` "
-                       "(`jax.random.key(seed)`).")
-    return beta, jax.random.key(0), False
+      raise ValueError("`key` is required when `temperature` > 0 (or traced): a Langevin flow "
+                       "draws noise; pass a PRNG `key` (`jax.random.key(seed)`).")
+    return beta, None, False
   return beta, check_key(key), True
 
 
@@ -261,15 +282,18 @@ def gradient_flow(energy, x0, *, step_size, n_steps, optimizer=None, save_every=
       optimiser a learning rate of 1, e.g. ``optax.adam(1.0)``; ``optax.sgd(1.0)`` is Euler).
     save_every: keep every ``save_every``-th step as a frame (static); the final state is
       always kept.
-    tol: stop (and freeze) when ``|F(x_k) − F(x_{k−1})| <= tol``; ``None`` (default) runs every
-      step. The reference code uses ``1e-3``.
+    tol: stop (and freeze) when ``|F(x_k) − F(x_{k−1})| <= tol`` (traced); ``None`` (default)
+      runs every step. The reference code uses ``1e-3``.
     temperature: Langevin temperature ``β >= 0`` (traced); ``β > 0`` needs ``key``.
-    key: PRNG key of the Langevin noise.
+    key: PRNG key of the Langevin noise, keyword-only; required when ``temperature`` is not
+      known to be 0 (a ``ValueError`` otherwise: there is no default key). Unused without
+      noise.
     progress: show a progress bar (tqdm if installed) through ``jax.debug.callback`` (static).
 
   Returns:
     :class:`FlowOutput` with ``frames (k, n, d)`` (frame 0 is ``x0``), ``values`` of ``F``
-    along the flow, ``n_steps`` taken, ``stopped`` and ``failed``.
+    along the flow, ``n_steps`` taken, ``stopped``, ``failed`` and ``result`` (an
+    :class:`otkit.Result` code; ``converged`` is ``result == CONVERGED``).
 
   References:
     Alvarez-Melis, Fusi, "Dataset Dynamics via Gradient Flows in Probability Space", ICML 2021.

@@ -43,6 +43,7 @@ from otkit.flows import _flow
 from otkit.flows._energies import (Energy, SinkhornTo, _single, _static_field, as_energy,
                                    sinkhorn_divergence_to)
 from otkit.flows._otdd_energy import _codes, otdd_term
+from otkit.solvers import Result
 
 Array = jax.Array
 MODES = ("xonly", "xonly-attached", "xytied", "xyaugm")
@@ -143,8 +144,8 @@ def class_collapse(labels, *, num_classes=None) -> Energy:
   Example:
     >>> import jax.numpy as jnp, otkit
     >>> F = otkit.flows.dataset.class_collapse(jnp.array([0, 0, 1]))
-    >>> float(F(jnp.array([[0.0], [2.0], [5.0]])))  # (1 + 1 + 0) / 6
-    0.3333333432674408
+    >>> round(float(F(jnp.array([[0.0], [2.0], [5.0]]))), 6)  # (1 + 1 + 0) / 6
+    0.333333
   """
   codes, k = _codes("labels", labels, jnp.shape(labels)[0], num_classes)
   return _single(WithinClass(codes, k=k))
@@ -288,7 +289,7 @@ class DatasetFlowOutput:
     labels: the labels at the end ``(n,)`` (class indices; recovered by k-means in ``"xyaugm"``).
     means, covs: the class statistics at the end, ``(c, d)`` and ``(c, d, d)`` (the flow's
       variables in ``"xytied"``; diagonal in ``"xyaugm"``; those of the final features otherwise).
-    steps, values, n_steps, stopped, failed: as in :class:`otkit.flows.FlowOutput`.
+    steps, values, n_steps, stopped, failed, result: as in :class:`otkit.flows.FlowOutput`.
   """
 
   frames: Array
@@ -300,6 +301,12 @@ class DatasetFlowOutput:
   n_steps: Array
   stopped: Array
   failed: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
 
 
 def _tied_scale(counts):
@@ -322,7 +329,7 @@ def _dataset_flow(energy, p0, codes, step_size, tol, *, mode, n_steps, save_ever
     scale = _flow.particle_scale
   zero = jnp.zeros((), step_size.dtype)
   frames, steps, values, taken, stopped, failed = _flow.run_flow(
-      energy, p0, scale, optimizer, step_size, zero, tol, jax.random.key(0), n_steps=n_steps,
+      energy, p0, scale, optimizer, step_size, zero, tol, None, n_steps=n_steps,
       save_every=save_every, noise=False, progress=progress)
   if mode == "xytied":
     last = jax.tree.map(lambda f: f[-1], frames)
@@ -341,7 +348,8 @@ def _dataset_flow(energy, p0, codes, step_size, tol, *, mode, n_steps, save_ever
     labels = codes
     _, means, covs = ST.segment_statistics(frames[-1], codes, k_out)
   return DatasetFlowOutput(frames=frames, labels=labels, means=means, covs=covs, steps=steps,
-                           values=values, n_steps=taken, stopped=stopped, failed=failed)
+                           values=values, n_steps=taken, stopped=stopped, failed=failed,
+                           result=_flow.flow_result(stopped, failed, tol))
 
 
 def dataset_flow(x, labels, x_t, labels_t, *, mode="xonly", epsilon=0.1, step_size=0.1,

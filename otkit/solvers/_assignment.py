@@ -52,8 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from otkit import _host
 from otkit import _validation as V
-from otkit.closed_form import _sorting
+from otkit.solvers._output import Result, result_code
 
 Array = jax.Array
 
@@ -64,8 +65,10 @@ SEARCH, AUGMENT, DONE, FAILED = 0, 1, 2, 3
 # never fewer than MIN_CHUNK problems.
 CHUNK_ELEMENTS = {"jax": 1 << 19, "host": 1 << 22}
 MIN_CHUNK = 8
-# Host path: batches with at least this many cost entries are split between threads.
+# Host path: batches with at least this many cost entries (and at least PARALLEL_MIN_PROBLEMS
+# problems per thread) are split between threads.
 _PARALLEL_MIN_SIZE = 1 << 16
+PARALLEL_MIN_PROBLEMS = 2
 
 
 @jax.tree_util.register_dataclass
@@ -82,7 +85,11 @@ class AssignmentOutput:
     gap: ``(...)``, a certificate: ``cost − OPT ≤ gap``, computed as
       ``cost − Σf − Σg + n · max(0, max_ij (f_i + g_j − C_ij))`` (weak duality). It is 0 for
       integer costs and a few rounding errors of ``n · max|C|`` for real costs.
-    converged: ``(...)`` bool, whether the search ended with a perfect matching on finite costs.
+    result: ``(...)`` int32 :class:`otkit.Result` code: ``CONVERGED`` when the search ended with
+      a perfect matching on finite costs (certified by a finite ``gap``); ``NON_FINITE`` when
+      no finite assignment was found (NaN costs, or every completion needs a forbidden
+      ``+inf`` pair); ``MAX_ITERS`` if the in-graph search hit its step cap (which an exact
+      search on valid input never does).
     n_iters: ``(...)`` int32, steps of the in-graph search loop (column scans plus path flips);
       on the host path, the Bellman–Ford sweeps of the dual recovery.
   """
@@ -92,8 +99,13 @@ class AssignmentOutput:
   f: Array
   g: Array
   gap: Array
-  converged: Array
+  result: Array
   n_iters: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``: an optimal assignment was found."""
+    return self.result == Result.CONVERGED
 
 
 class SearchState(NamedTuple):
@@ -222,10 +234,10 @@ def max_steps(n: int) -> int:
 
 
 def _certify(cost: Array, perm: Array, f: Array, g: Array, found: Array, n_iters: Array,
-             certify: bool = True) -> AssignmentOutput:
+             certify: bool = True, capped: Array | bool = False) -> AssignmentOutput:
   """The output for a permutation and feasible potentials: the cost (differentiable in
-  ``cost``), the weak-duality certificate ``gap`` (``+inf`` if not ``certify``) and
-  ``converged``."""
+  ``cost``), the weak-duality certificate ``gap`` (``+inf`` if not ``certify``) and the result
+  code (``capped``: the search stopped at its step cap)."""
   n = cost.shape[0]
   c = jax.lax.stop_gradient(cost)
   value = jnp.sum(jnp.take_along_axis(cost, perm[:, None], axis=1))
@@ -237,7 +249,8 @@ def _certify(cost: Array, perm: Array, f: Array, g: Array, found: Array, n_iters
     converged = converged & jnp.isfinite(gap)
   else:
     gap = jnp.full((), jnp.inf, value.dtype)
-  return AssignmentOutput(perm=perm, cost=value, f=f, g=g, gap=gap, converged=converged,
+  result = result_code(converged, failed=~jnp.asarray(capped), stalled=jnp.asarray(False))
+  return AssignmentOutput(perm=perm, cost=value, f=f, g=g, gap=gap, result=result,
                           n_iters=n_iters)
 
 
@@ -256,7 +269,7 @@ def solve_one(cost: Array, init: Array, row_fn=None) -> AssignmentOutput:
                              functools.partial(_step, rows), initial_state(c, init))
   perm = jnp.where(state.col >= 0, state.col, 0)
   found = (state.phase == DONE) & jnp.all(state.col >= 0)
-  return _certify(cost, perm, state.f, state.g, found, state.n_iters)
+  return _certify(cost, perm, state.f, state.g, found, state.n_iters, capped=state.phase < DONE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +296,8 @@ def _host_permutations(cost: np.ndarray, f: np.ndarray, g: np.ndarray):
   """SciPy's ``linear_sum_assignment`` on each ``C − f − g`` (float64) of a batch ``(..., n, n)``;
   returns the permutations ``(..., n)`` int32 and whether each problem was solved ``(...)``.
 
-  SciPy releases the GIL while it solves, so a large batch is split between a few threads.
+  SciPy releases the GIL while it solves, so a large batch is split between the threads of the
+  shared host pool (:func:`otkit._host.for_row_blocks`).
   """
   cost = np.asarray(cost)
   n = cost.shape[-1]
@@ -294,13 +308,9 @@ def _host_permutations(cost: np.ndarray, f: np.ndarray, g: np.ndarray):
   count = costs.shape[0]
   perms = np.empty((count, n), np.int32)
   solved = np.ones(count, bool)
-  pool, workers = _sorting._pool()  # the host thread pool shared with the NumPy sorts
-  if pool is None or count < 2 * workers or cost.size < _PARALLEL_MIN_SIZE:
-    _solve_rows(costs, fs, gs, perms, solved)
-  else:
-    bounds = np.linspace(0, count, workers + 1).astype(int)
-    parts = [slice(bounds[w], bounds[w + 1]) for w in range(workers)]
-    list(pool.map(lambda s: _solve_rows(costs[s], fs[s], gs[s], perms[s], solved[s]), parts))
+  _host.for_row_blocks(lambda s: _solve_rows(costs[s], fs[s], gs[s], perms[s], solved[s]), count,
+                       parallel=cost.size >= _PARALLEL_MIN_SIZE,
+                       rows_per_thread=PARALLEL_MIN_PROBLEMS)
   return perms.reshape(*lead, n), solved.reshape(lead)
 
 
@@ -309,9 +319,7 @@ def host_permutation(cost: Array, f: Array, g: Array) -> tuple[Array, Array]:
   (..., n)``; under ``vmap`` the whole batch goes to one callback."""
   out = (jax.ShapeDtypeStruct(cost.shape[:-1], jnp.int32),
          jax.ShapeDtypeStruct(cost.shape[:-2], jnp.bool_))
-  return jax.pure_callback(_host_permutations, out, jax.lax.stop_gradient(cost),
-                           jax.lax.stop_gradient(f), jax.lax.stop_gradient(g),
-                           vmap_method="broadcast_all")
+  return _host.callback(_host_permutations, out, cost, f, g, vmap_method="broadcast_all")
 
 
 def dual_potentials(cost: Array, perm: Array, g: Array) -> tuple[Array, Array, Array]:
@@ -377,21 +385,24 @@ def solve(cost: Array, init: Array, *, method: str, row_fn=None,
   return solve_one(cost, init, row_fn)
 
 
-def chunk_size(n: int, batch: int, method: str = "jax") -> int:
-  return max(1, min(batch, max(MIN_CHUNK, CHUNK_ELEMENTS[method] // (n * n))))
+def default_chunk_size(n: int, count: int, method: str = "jax") -> int:
+  """Problems of size ``n`` per chunk of a batch of ``count``: about ``CHUNK_ELEMENTS[method]``
+  cost entries, at least ``MIN_CHUNK`` problems (and at most ``count``)."""
+  return max(1, min(count, max(MIN_CHUNK, CHUNK_ELEMENTS[method] // (n * n))))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "method"))
-def solve_batch(cost: Array, init: Array, *, batch_size: int | None = None,
+@functools.partial(jax.jit, static_argnames=("chunk_size", "method"))
+def solve_batch(cost: Array, init: Array, *, chunk_size: int | None = None,
                 method: str = "jax") -> AssignmentOutput:
-  """:func:`solve` over the leading axes of ``cost (..., n, n)`` and ``init (..., n)``."""
+  """:func:`solve` over the leading axes of ``cost (..., n, n)`` and ``init (..., n)``,
+  ``chunk_size`` problems per ``vmap`` (``None``: :func:`default_chunk_size`)."""
   *batch, n, _ = cost.shape
   one = functools.partial(solve, method=method)
   if not batch:
     return one(cost, init)
   size = int(np.prod(batch))
   flat = (cost.reshape(size, n, n), init.reshape(size, n))
-  chunk = chunk_size(n, size, method) if batch_size is None else min(batch_size, size)
+  chunk = default_chunk_size(n, size, method) if chunk_size is None else min(chunk_size, size)
   out = jax.lax.map(lambda args: one(*args), flat, batch_size=chunk)
   return jax.tree.map(lambda leaf: leaf.reshape(*batch, *leaf.shape[1:]), out)
 
@@ -431,7 +442,7 @@ def _check_init(init, cost: Array) -> Array:
   return arr
 
 
-def assignment(cost_matrix, *, init=None, batch_size=None, method="auto") -> AssignmentOutput:
+def assignment(cost_matrix, *, init=None, chunk_size=None, method="auto") -> AssignmentOutput:
   """Exact optimal assignment (linear sum assignment) of square cost matrices, in JAX.
 
   Solves ``min_σ Σ_i C[i, σ(i)]`` over permutations by the shortest augmenting path (Hungarian)
@@ -441,7 +452,7 @@ def assignment(cost_matrix, *, init=None, batch_size=None, method="auto") -> Ass
   ``2^53 / n`` in float64) every operation is exact, so the optimum is exact. For real costs the
   potentials carry rounding errors only, and ``gap`` certifies ``cost − OPT ≤ gap`` (of the order
   of ``n`` rounding errors of ``max|C|``). Runs under ``jit`` and ``vmap``; a batch
-  ``(..., n, n)`` is solved in one call, in chunks of ``batch_size`` problems. Worst case
+  ``(..., n, n)`` is solved in one call, in chunks of ``chunk_size`` problems. Worst case
   ``O(n³)`` work per problem.
 
   Two implementations, same result fields: ``method="jax"`` runs the search in the graph (one
@@ -457,13 +468,15 @@ def assignment(cost_matrix, *, init=None, batch_size=None, method="auto") -> Ass
       problem must still admit a finite assignment); NaN and ``-inf`` are errors.
     init: optional warm start, row potentials ``(..., n)``. Any values are valid: they only
       shorten the searches (see the module notes). Default: zeros.
-    batch_size: static; problems per chunk of a batch (``None``: about ``2^19`` cost entries
-      for ``"jax"``, ``2^22`` for ``"host"``, at least 8 problems).
+    chunk_size: static; problems per chunk of a batch, which bounds the memory of one ``vmap``
+      (``None``: about ``2^19`` cost entries for ``"jax"``, ``2^22`` for ``"host"``, at least 8
+      problems). The result does not depend on it.
     method: static; ``"auto"`` (default), ``"jax"`` or ``"host"``.
 
   Returns:
     :class:`AssignmentOutput` with ``perm (..., n)``, ``cost (...)``, potentials ``f, g``, the
-    certificate ``gap``, ``converged`` and ``n_iters``. The optimal transport value between the
+    certificate ``gap``, ``result`` (an :class:`otkit.Result` code; ``converged`` is
+    ``result == CONVERGED``) and ``n_iters``. The optimal transport value between the
     uniform measures on the rows and columns is ``cost / n``. ``cost`` is differentiable in
     ``cost_matrix`` by either method.
 
@@ -481,7 +494,7 @@ def assignment(cost_matrix, *, init=None, batch_size=None, method="auto") -> Ass
   """
   cost = _check_cost(cost_matrix)
   init = _check_init(init, cost)
-  if batch_size is not None:
-    batch_size = V.check_static_int("batch_size", batch_size)
+  if chunk_size is not None:
+    chunk_size = V.check_static_int("chunk_size", chunk_size)
   method = resolve_method(method)
-  return solve_batch(cost, init, batch_size=batch_size, method=method)
+  return solve_batch(cost, init, chunk_size=chunk_size, method=method)

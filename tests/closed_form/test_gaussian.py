@@ -7,6 +7,7 @@ import numpy as np
 import ot
 import pytest
 
+import helpers
 import otkit
 
 
@@ -153,6 +154,7 @@ def test_barycenter_matches_pot_and_is_a_fixed_point():
   means, covs, w = _gaussians(7, 4, 3)
   bar = otkit.gaussian_barycenter(means, covs, w)
   assert bool(bar.converged) and int(bar.n_iters) < 100
+  assert int(bar.result) == otkit.Result.CONVERGED and otkit.check(bar) is bar
   pot_mean, pot_cov = ot.gaussian.bures_wasserstein_barycenter(means, covs, w, num_iter=1000,
                                                                eps=1e-14)
   np.testing.assert_allclose(bar.mean, pot_mean, atol=1e-12)
@@ -196,12 +198,28 @@ def test_barycenter_vmap_jit_and_dtype(dtype):
 
 
 def test_no_recompile_on_second_call():
-  from otkit.closed_form import _gaussian
   m0, c0, m1, c1 = _pair(9, 3)
-  otkit.gaussian_w2(m0, c0, m1, c1)
-  size = _gaussian._gaussian_w2._cache_size()
-  otkit.gaussian_w2(m1, c1, m0, c0)
-  assert _gaussian._gaussian_w2._cache_size() == size
+  first = otkit.gaussian_w2(m0, c0, m1, c1)
+  with helpers.compilations() as compiled:  # eager, new data of the same shapes
+    second = otkit.gaussian_w2(m1, c1, m0, c0)
+  assert not compiled
+  expected = ot.gaussian.bures_wasserstein_distance(m0, m1, c0, c1) ** 2
+  np.testing.assert_allclose([first, second], [expected, expected], rtol=1e-8)
+  fn = helpers.traced_once(otkit.gaussian_w2)  # under jit: one trace for both
+  np.testing.assert_allclose([fn(m0, c0, m1, c1), fn(m1, c1, m0, c0)], [first, second],
+                             rtol=1e-12)
+
+
+def test_barycenter_result_codes():
+  means, covs, w = _gaussians(7, 4, 3)
+  capped = otkit.gaussian_barycenter(means, covs, w, max_iters=1)
+  assert int(capped.result) == otkit.Result.MAX_ITERS and not bool(capped.converged)
+  with pytest.raises(RuntimeError, match="MAX_ITERS"):
+    otkit.check(capped)
+  nan = jax.jit(otkit.gaussian_barycenter)(means, jnp.asarray(covs).at[0, 0, 0].set(jnp.nan), w)
+  assert int(nan.result) == otkit.Result.NON_FINITE
+  with pytest.raises(RuntimeError, match="NON_FINITE"):
+    otkit.check(nan)
 
 
 @pytest.mark.parametrize("kwargs, match", [

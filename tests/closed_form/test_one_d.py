@@ -7,8 +7,8 @@ import numpy as np
 import ot
 import pytest
 
+import helpers
 import otkit
-from otkit.closed_form import _one_d
 
 
 def _problem(seed, n, m, weighted=True):
@@ -43,7 +43,16 @@ def test_ties_zero_weights_and_unnormalised_weights():
   b = np.array([0.5, 0.25, 0.25])
   expected = _emd2(u, v, a, b, 2)
   np.testing.assert_allclose(otkit.wasserstein_1d(u, v, a, b), expected, atol=1e-12)
-  np.testing.assert_allclose(otkit.wasserstein_1d(u, v, 3.0 * a, 0.5 * b), expected, atol=1e-12)
+  # Weights of equal mass 3 are used as given: POT's exact OT between the same measures.
+  np.testing.assert_allclose(otkit.wasserstein_1d(u, v, 3.0 * a, 3.0 * b), _emd2(u, v, 3.0 * a,
+                                                                                3.0 * b, 2),
+                             atol=1e-12)
+  np.testing.assert_allclose(otkit.wasserstein_1d(u, v, 3.0 * a, 3.0 * b), 3.0 * expected,
+                             atol=1e-12)
+  with pytest.raises(ValueError, match="`a` and `b`"):  # unequal mass: never normalised
+    otkit.wasserstein_1d(u, v, 3.0 * a, 0.5 * b)
+  with pytest.raises(ValueError, match="`a` and `b`"):  # against the uniform b of mass 1
+    otkit.wasserstein_1d(u, v, 3.0 * a)
   assert float(otkit.wasserstein_1d(u, u, a, a)) == 0.0
 
 
@@ -59,6 +68,8 @@ def test_gradients_match_finite_differences(p):
   u, v, a, b = _problem(11, 12, 8)
   rng = np.random.default_rng(1)
   du, dv, da, db = (rng.normal(size=s) for s in (12, 8, 12, 8))
+  # The weights move along directions that keep both masses equal (they grow by 0.3 h).
+  da, db = da - da.mean() + 0.3 / 12, db - db.mean() + 0.3 / 8
 
   def f(u, v, a, b):
     return otkit.wasserstein_1d(u, v, a, b, p=p)
@@ -110,10 +121,17 @@ def test_float32_gradient_is_float32():
 
 def test_no_recompile_on_second_call():
   u, v, a, b = _problem(5, 19, 11)
-  otkit.wasserstein_1d(u, v, a, b)
-  size = _one_d._wasserstein_1d._cache_size()
-  otkit.wasserstein_1d(u + 1.0, v, a, b)
-  assert _one_d._wasserstein_1d._cache_size() == size
+  u2, v2 = u + 1.0, v - 0.5
+  a2, b2 = np.ascontiguousarray(a[::-1]), np.ascontiguousarray(b[::-1])
+  first = otkit.wasserstein_1d(u, v, a, b)
+  with helpers.compilations() as compiled:  # eager, new data of the same shapes
+    second = otkit.wasserstein_1d(u2, v2, a2, b2)
+  assert not compiled
+  np.testing.assert_allclose([first, second], [_emd2(u, v, a, b, 2), _emd2(u2, v2, a2, b2, 2)],
+                             atol=1e-10)
+  # Under jit positions and weights are traced: one trace for both calls.
+  fn = helpers.traced_once(lambda u, v, a, b: otkit.wasserstein_1d(u, v, a, b))
+  np.testing.assert_allclose([fn(u, v, a, b), fn(u2, v2, a2, b2)], [first, second], rtol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -2,6 +2,7 @@
 the Sinkhorn inner solver against POT, gradients against finite differences, jit/vmap, the
 sampling policy and bad input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import ot
 import pytest
 from scipy.special import logsumexp
 
+import helpers
 import otkit
 from otkit.estimators import _minibatch
 
@@ -74,7 +76,7 @@ def test_sinkhorn_inner_is_the_primal_cost_of_the_entropic_plan():
   x, y = _clouds()
   key, eps = jax.random.key(5), 0.5
   out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4, inner="sinkhorn", epsilon=eps,
-                           tol=1e-10, max_iters=5000)
+                           solver=otkit.Sinkhorn(tol=1e-10, max_iters=5000))
   ix, iy = _batches(key, x, y, M, 4)
   for cost, i, j in zip(np.asarray(out.costs), ix, iy):
     c = ot.dist(x[i], y[j])
@@ -97,8 +99,9 @@ def test_gradients_match_finite_differences():
   _fd_check(exact, x)  # piecewise quadratic in x: exact away from ties
   # Implicit differentiation through Sinkhorn; the step is large enough that the solver's
   # tolerance (1e-10) does not pollute the difference quotient.
+  solver = otkit.Sinkhorn(tol=1e-10, max_iters=3000)
   entropic = lambda y: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=2, inner="sinkhorn",
-                                          epsilon=0.1, tol=1e-10, max_iters=3000).value
+                                          epsilon=0.1, solver=solver).value
   _fd_check(entropic, y, h=1e-4, rtol=1e-5)
 
 
@@ -162,6 +165,9 @@ def test_sampled_batches_follow_the_weights():
     (dict(batch_size=4, n_batches=2, inner="sinkhorn"), "epsilon"),
     (dict(batch_size=4, n_batches=2, inner="sinkhorn", epsilon=0.0), "epsilon"),
     (dict(batch_size=4, n_batches=2, epsilon=0.1), "epsilon"),
+    (dict(batch_size=4, n_batches=2, solver=otkit.Sinkhorn()), "solver"),
+    (dict(batch_size=4, n_batches=2, inner="sinkhorn", epsilon=0.1, solver="sinkhorn"), "solver"),
+    (dict(batch_size=4, n_batches=2, chunk_size=0), "chunk_size"),
     (dict(batch_size=4, n_batches=2, exact_method="scipy"), "exact_method"),
 ])
 def test_bad_options(kwargs, match):
@@ -183,3 +189,85 @@ def test_bad_data():
     otkit.minibatch_ot(key, x, y, -np.ones(N), batch_size=4, n_batches=2)
   with pytest.raises(ValueError, match="empty"):
     otkit.minibatch_ot(key, x[:0], y, batch_size=4, n_batches=2)
+  with pytest.raises(ValueError, match="`a` and `b`"):  # unequal mass: never normalised
+    otkit.minibatch_ot(key, x, y, np.full(N, 2.0 / N), batch_size=4, n_batches=2)
+
+
+def test_removed_options_are_errors():
+  x, y = _clouds()
+  with pytest.raises(TypeError, match="batch_chunk"):
+    otkit.minibatch_ot(jax.random.key(0), x, y, batch_size=4, n_batches=2, batch_chunk=2)
+  with pytest.raises(TypeError, match="tol"):
+    otkit.minibatch_ot(jax.random.key(0), x, y, batch_size=4, n_batches=2, inner="sinkhorn",
+                       epsilon=0.1, tol=1e-3)
+
+
+def test_solver_tol_is_traced_under_jit():
+  x, y = _clouds()
+  key, eps = jax.random.key(5), 0.5
+
+  def run(x, tol):
+    solver = otkit.Sinkhorn(tol=tol, max_iters=5000)  # a solver built from a traced tol
+    return otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4, inner="sinkhorn",
+                              epsilon=eps, solver=solver)
+
+  run = helpers.traced_once(run)
+  tight, loose = run(x, 1e-10), run(x, 0.5)  # one trace for both tolerances
+  ix, iy = _batches(key, x, y, M, 4)
+  expected = [np.sum(_entropic_plan(c, eps) * c) for c in
+              (ot.dist(x[i], y[j]) for i, j in zip(ix, iy))]
+  np.testing.assert_allclose(tight.costs, expected, rtol=1e-8)
+  assert bool(tight.converged) and bool(loose.converged)
+  # The loose tolerance really stops earlier: its costs are those of the eager call with it.
+  eager = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4, inner="sinkhorn", epsilon=eps,
+                             solver=otkit.Sinkhorn(tol=0.5, max_iters=5000))
+  np.testing.assert_allclose(loose.costs, eager.costs, rtol=1e-12)
+  assert np.max(np.abs(np.asarray(loose.costs) - expected)) > 1e-6
+
+
+def test_sinkhorn_newton_inner_solver():
+  x, y = _clouds()
+  key, eps = jax.random.key(5), 0.5
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=2, inner="sinkhorn", epsilon=eps,
+                           solver=otkit.SinkhornNewton(tol=1e-10))
+  ix, iy = _batches(key, x, y, M, 2)
+  for cost, i, j in zip(np.asarray(out.costs), ix, iy):
+    c = ot.dist(x[i], y[j])
+    np.testing.assert_allclose(cost, np.sum(_entropic_plan(c, eps) * c), rtol=1e-8)
+  assert bool(out.converged)
+
+
+def test_chunk_size_does_not_change_the_result():
+  x, y = _clouds()
+  key = jax.random.key(9)
+  ref = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=5)
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=5, chunk_size=2)
+  chex.assert_trees_all_close(out, ref, rtol=1e-12)
+
+
+def test_result_codes_and_check():
+  x, y = _clouds()
+  key = jax.random.key(10)
+  exact = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=3)
+  chex.assert_shape(exact.result, ())
+  assert int(exact.result) == otkit.Result.CONVERGED and otkit.check(exact) is exact
+  capped = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=3, inner="sinkhorn",
+                              epsilon=0.01, solver=otkit.Sinkhorn(max_iters=3, anneal=False))
+  assert int(capped.result) == otkit.Result.MAX_ITERS and not bool(capped.converged)
+  with pytest.raises(RuntimeError, match="MAX_ITERS"):
+    otkit.check(capped)
+  nan = jax.jit(lambda x: otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=3))(
+      jnp.asarray(x).at[:, 0].set(jnp.nan))  # non-finite data inside jit is reported, not raised
+  assert int(nan.result) == otkit.Result.NON_FINITE
+  with pytest.raises(RuntimeError, match="NON_FINITE"):
+    otkit.check(nan)
+
+
+def test_weights_of_equal_mass_are_used_as_given():
+  x, y = _clouds()
+  key = jax.random.key(11)
+  w = np.full(N, 1.0 / N)
+  one = otkit.minibatch_ot(key, x, y, w, w, batch_size=M, n_batches=4)
+  two = otkit.minibatch_ot(key, x, y, 2 * w, 2 * w, batch_size=M, n_batches=4)
+  # The same batches (drawn with probabilities w / Σw), carrying mass 2: twice the costs.
+  np.testing.assert_allclose(two.costs, 2 * np.asarray(one.costs), rtol=1e-12)

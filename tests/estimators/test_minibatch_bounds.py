@@ -2,6 +2,7 @@
 lower ≤ OT (POT's exact ot.emd2) ≤ upper ≤ average on random problems, monotone budgets, the
 single-batch case, the Sinkhorn inner solver, jit/grad and bad input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,8 +140,37 @@ def test_sinkhorn_inner_gives_valid_bounds():
   x, y = _clouds(7, 200)
   exact = _exact(x, y)
   out = otkit.minibatch_bounds(jax.random.key(1), x, y, batch_size=25, inner="sinkhorn",
-                               epsilon=0.1, tol=1e-4, max_iters=5000)
+                               epsilon=0.1, solver=otkit.Sinkhorn(tol=1e-4, max_iters=5000))
   _check_invariants(out, exact)
+  assert int(out.result) == otkit.Result.CONVERGED and otkit.check(out) is out
+  capped = otkit.minibatch_bounds(jax.random.key(1), x, y, batch_size=25, inner="sinkhorn",
+                                  epsilon=0.1, solver=otkit.Sinkhorn(max_iters=2, anneal=False))
+  assert int(capped.result) == otkit.Result.MAX_ITERS and not bool(capped.converged)
+  with pytest.raises(RuntimeError, match="MAX_ITERS"):
+    otkit.check(capped)
+
+
+def test_chunk_sizes_do_not_change_the_bounds():
+  x, y = _clouds(2, 200, d=3)
+  key = jax.random.key(2)
+  ref = otkit.minibatch_bounds(key, x, y, batch_size=25, budget=24)
+  out = otkit.minibatch_bounds(key, x, y, batch_size=25, budget=24, chunk_size=5,
+                               transform_chunk_size=16)
+  chex.assert_trees_all_close(out, ref, rtol=1e-12)
+  with pytest.raises(TypeError, match="batch_chunk"):
+    otkit.minibatch_bounds(key, x, y, batch_size=25, batch_chunk=5)
+
+
+def test_uniform_weights_of_equal_mass_scale_the_bounds():
+  x, y = _clouds(6, 40)
+  key = jax.random.key(0)
+  ref = otkit.minibatch_bounds(key, x, y, batch_size=10)
+  w = np.full(40, 2.0 / 40)
+  out = otkit.minibatch_bounds(key, x, y, w, w, batch_size=10)
+  np.testing.assert_allclose([out.lower, out.upper, out.average],
+                             2 * np.array([ref.lower, ref.upper, ref.average]), rtol=1e-12)
+  with pytest.raises(ValueError, match="`a` and `b`"):  # unequal mass: never normalised
+    otkit.minibatch_bounds(key, x, y, w, batch_size=10)
 
 
 def test_float32_jit_and_grad():
@@ -167,6 +197,9 @@ def test_float32_jit_and_grad():
     (dict(batch_size=10, partition="kmeans"), "partition"),
     (dict(batch_size=10, partition=(np.arange(40), np.zeros(40, int))), "permutation"),
     (dict(batch_size=10, inner="sinkhorn"), "epsilon"),
+    (dict(batch_size=10, solver=otkit.Sinkhorn()), "solver"),
+    (dict(batch_size=10, chunk_size=0), "chunk_size"),
+    (dict(batch_size=10, transform_chunk_size=0), "transform_chunk_size"),
     (dict(batch_size=10, exact_method="cpu"), "exact_method"),
 ])
 def test_bad_options(kwargs, match):

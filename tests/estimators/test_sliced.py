@@ -3,12 +3,14 @@ and variance reduction of the control variates (fixtures of Nguyen & Ho), gradie
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import ot
 import pytest
 
+import helpers
 import otkit
 from otkit.estimators import _sliced
 
@@ -171,19 +173,22 @@ def test_standard_error_matches_the_spread_over_keys():
 def test_gradient_matches_finite_differences():
   x, y, a, b = _clouds(n=30, m=20, weighted=True)
   rng = np.random.default_rng(0)
-  dx, da = rng.normal(size=x.shape), rng.normal(size=a.shape)
+  dx, da, db = rng.normal(size=x.shape), rng.normal(size=a.shape), rng.normal(size=b.shape)
+  # The weights move along directions that keep both masses equal (they grow by 0.3 h).
+  da, db = da - da.mean() + 0.3 / a.size, db - db.mean() + 0.3 / b.size
   key = jax.random.key(5)
   for cv, weighted in ((None, False), ("upper", True)):
 
-    def f(x, a):
+    def f(x, a, b):
       weights = (a, b) if weighted else (None, None)
       return otkit.sliced_wasserstein(key, x, y, *weights, n_projections=20,
                                       control_variate=cv).value
 
-    gx, ga = jax.grad(f, argnums=(0, 1))(x, a)
+    gx, ga, gb = jax.grad(f, argnums=(0, 1, 2))(x, a, b)
     h = 1e-6
-    fd = (f(x + h * dx, a + h * da) - f(x - h * dx, a - h * da)) / (2 * h)
-    np.testing.assert_allclose(jnp.vdot(gx, dx) + jnp.vdot(ga, da), fd, rtol=1e-6)
+    fd = (f(x + h * dx, a + h * da, b + h * db) - f(x - h * dx, a - h * da, b - h * db)) / (2 * h)
+    np.testing.assert_allclose(jnp.vdot(gx, dx) + jnp.vdot(ga, da) + jnp.vdot(gb, db), fd,
+                               rtol=1e-6)
 
 
 def test_control_variate_gradients_agree_with_the_sliced_gradient():
@@ -217,11 +222,56 @@ def test_jit_vmap_over_keys_and_dtype(dtype):
 
 
 def test_no_recompile_on_second_call():
+  x, y, a, b = _clouds(weighted=True)
+  keys, xs, ws = jax.random.split(jax.random.key(0)), (x, x + 1.0), (a, a[::-1].copy())
+  first = otkit.sliced_wasserstein(keys[0], xs[0], y, ws[0], b, n_projections=50)
+  with helpers.compilations() as compiled:  # eager, new key and data of the same shapes
+    second = otkit.sliced_wasserstein(keys[1], xs[1], y, ws[1], b, n_projections=50)
+  assert not compiled
+  for key, x_, w, out in zip(keys, xs, ws, (first, second)):
+    theta = np.asarray(_sliced.directions(key, 50, 3, jnp.float64))
+    expected = ot.sliced_wasserstein_distance(x_, y, w, b, projections=theta.T) ** 2
+    np.testing.assert_allclose(out.value, expected, rtol=1e-10)
+  # Under jit the key, points and weights are traced: one trace for both calls.
+  fn = helpers.traced_once(
+      lambda key, x, a: otkit.sliced_wasserstein(key, x, y, a, b, n_projections=50))
+  chex.assert_trees_all_close([fn(k, x_, w) for k, x_, w in zip(keys, xs, ws)], [first, second],
+                              rtol=1e-12)
+
+
+def test_weights_of_equal_mass_are_used_as_given():
+  x, y, a, b = _clouds(weighted=True)
+  key = jax.random.key(12)
+  ref = otkit.sliced_wasserstein(key, x, y, a, b, n_projections=20, control_variate="upper")
+  out = otkit.sliced_wasserstein(key, x, y, 3 * a, 3 * b, n_projections=20,
+                                 control_variate="upper")
+  # Measures of mass 3: three times the transport cost (as otkit.sinkhorn's transport cost).
+  np.testing.assert_allclose([out.value, out.std_error], [3 * ref.value, 3 * ref.std_error],
+                             rtol=1e-12)
+  best = otkit.max_sliced_wasserstein(key, x, y, a, b, n_steps=10)
+  scaled = otkit.max_sliced_wasserstein(key, x, y, 3 * a, 3 * b, n_steps=10)
+  np.testing.assert_allclose(scaled.value, 3 * best.value, rtol=1e-12)
+  for fn in (otkit.sliced_wasserstein, otkit.max_sliced_wasserstein):
+    with pytest.raises(ValueError, match="`a` and `b`"):  # unequal mass: never normalised
+      fn(key, x, y, 3 * a, b)
+    with pytest.raises(ValueError, match="`a` and `b`"):  # against the uniform b of mass 1
+      fn(key, x, y, 3 * a)
+
+
+def test_result_codes_and_check():
   x, y, _, _ = _clouds()
-  otkit.sliced_wasserstein(jax.random.key(0), x, y, n_projections=50)
-  size = _sliced._sliced._cache_size()
-  otkit.sliced_wasserstein(jax.random.key(1), x + 1.0, y, n_projections=50)
-  assert _sliced._sliced._cache_size() == size
+  key = jax.random.key(13)
+  out = otkit.sliced_wasserstein(key, x, y, n_projections=10)
+  best = otkit.max_sliced_wasserstein(key, x, y, n_steps=5)
+  for o in (out, best):
+    assert int(o.result) == otkit.Result.CONVERGED and otkit.check(o) is o
+  bad = jnp.asarray(x).at[0, 0].set(jnp.inf)  # traced inside jit: reported, not raised
+  out = jax.jit(lambda x: otkit.sliced_wasserstein(key, x, y, n_projections=10))(bad)
+  best = jax.jit(lambda x: otkit.max_sliced_wasserstein(key, x, y, n_steps=5))(bad)
+  for o in (out, best):
+    assert int(o.result) == otkit.Result.NON_FINITE and not bool(o.converged)
+    with pytest.raises(RuntimeError, match="NON_FINITE"):
+      otkit.check(o)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -233,6 +283,7 @@ def test_no_recompile_on_second_call():
     (dict(x=np.full((5, 3), np.nan)), "`x`"),
     (dict(b=-np.ones(4)), "`b`"),
     (dict(a=np.ones(3)), "`a`"),
+    (dict(a=np.full(5, 0.4)), "`a` and `b`"),
     (dict(n_projections=0), "`n_projections`"),
     (dict(p=0.5), "`p`"),
     (dict(control_variate="both"), "`control_variate`"),

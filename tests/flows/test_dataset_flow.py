@@ -52,6 +52,7 @@ def test_every_mode_contracts_a_translation(source, mode, rate):
   order = [int(np.asarray(out.labels)[labels == k][0]) for k in range(3)]
   np.testing.assert_allclose(np.asarray(out.means)[order], means, atol=1e-6)
   assert not bool(out.failed)
+  assert int(otkit.check(out).result) == otkit.Result.CONVERGED
 
 
 def test_float32_flow(source):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import otkit
 import otkit.flows as fl
 
 TAU = 0.1
@@ -58,7 +59,7 @@ def test_langevin_stationary_covariance_is_the_identity():
                          temperature=1.0, key=jax.random.key(0))
   cov = np.cov(np.asarray(out.x).T, bias=True)
   np.testing.assert_allclose(cov, np.eye(2), atol=0.1)
-  assert not bool(out.failed)
+  assert not bool(out.failed) and int(out.result) == otkit.Result.CONVERGED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,8 +78,9 @@ def fixture_a():
 
 
 def _otdd_flow(x, labels, x_t, y_t, statistics, tau, n_steps=8):
+  solver = otkit.Sinkhorn(tol=1e-9, anneal=True, grad_mode="envelope")  # the default, tighter
   energy = fl.otdd_to(x_t, y_t, labels, epsilon=0.1, statistics=statistics, feature_weight=0.5,
-                      label_weight=0.5, tol=1e-9)
+                      label_weight=0.5, solver=solver)
   return fl.gradient_flow(energy, x, step_size=tau, n_steps=n_steps)
 
 
@@ -118,7 +120,8 @@ def test_sinkhorn_flow_never_increases():
   theta = rng.uniform(0, 2 * np.pi, 80)
   y = np.stack([np.cos(theta), np.sin(theta)], 1)
   x0 = 0.3 * rng.normal(size=(60, 2))
-  energy = fl.sinkhorn_divergence_to(y, epsilon=0.05, tol=1e-9)
+  energy = fl.sinkhorn_divergence_to(y, epsilon=0.05,
+                                     solver=otkit.Sinkhorn(tol=1e-9, grad_mode="envelope"))
   out = fl.gradient_flow(energy, x0, step_size=0.05, n_steps=40)
   assert float(out.values[-1]) < 0.1 * float(out.values[0])
   assert _relative_increases(out.values).max() <= 1e-6

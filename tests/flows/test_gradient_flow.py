@@ -9,8 +9,19 @@ import ot
 import pytest
 from scipy.special import logsumexp
 
+import helpers
+import otkit
 import otkit.flows as fl
-from otkit.flows import _flow
+
+
+# The solver objects of the energies: their defaults (envelope gradients; the OTDD solver
+# annealed) with a tighter tolerance.
+def _divergence_solver(tol):
+  return otkit.Sinkhorn(tol=tol, grad_mode="envelope")
+
+
+def _otdd_solver(tol):
+  return otkit.Sinkhorn(tol=tol, anneal=True, grad_mode="envelope")
 
 
 def _half_sq(z):
@@ -89,7 +100,7 @@ def test_sinkhorn_divergence_to_matches_log_domain_sinkhorn(clouds):
   eps = 0.5
   expected = (_entropic_ot(x, y, eps) - 0.5 * _entropic_ot(x, x, eps)
               - 0.5 * _entropic_ot(y, y, eps))
-  energy = fl.sinkhorn_divergence_to(y, epsilon=eps, tol=1e-11)
+  energy = fl.sinkhorn_divergence_to(y, epsilon=eps, solver=_divergence_solver(1e-11))
   assert abs(float(energy(x)) - expected) < 1e-9
 
 
@@ -109,9 +120,9 @@ def test_gradients_match_finite_differences(clouds, name):
   x, y = clouds
   labels = np.arange(30) % 2
   energies = {
-      "sinkhorn": fl.sinkhorn_divergence_to(y, epsilon=0.2, tol=1e-11),
+      "sinkhorn": fl.sinkhorn_divergence_to(y, epsilon=0.2, solver=_divergence_solver(1e-11)),
       "otdd-attached": fl.otdd_to(y, np.arange(25) % 3, labels, epsilon=0.5,
-                                  statistics="attached", tol=1e-11),
+                                  statistics="attached", solver=_otdd_solver(1e-11)),
       "mixed": MIXED,
   }
   energy = energies[name]
@@ -129,12 +140,12 @@ def test_gradients_match_finite_differences(clouds, name):
 
 @pytest.mark.slow
 def test_otdd_to_matches_otkit_otdd_and_detaches_statistics(clouds):
-  import otkit
   x, y = clouds
   labels, y_t = np.arange(30) % 2, np.arange(25) % 3
-  expected = float(otkit.otdd(x, labels, y, y_t, epsilon=0.5, tol=1e-10).value)
-  detached = fl.otdd_to(y, y_t, labels, epsilon=0.5, tol=1e-10)
-  attached = fl.otdd_to(y, y_t, labels, epsilon=0.5, tol=1e-10, statistics="attached")
+  solver = _otdd_solver(1e-10)
+  expected = float(otkit.otdd(x, labels, y, y_t, epsilon=0.5, solver=solver).value)
+  detached = fl.otdd_to(y, y_t, labels, epsilon=0.5, solver=solver)
+  attached = fl.otdd_to(y, y_t, labels, epsilon=0.5, solver=solver, statistics="attached")
   both = jax.jit(lambda energies, x: [jax.value_and_grad(e)(x) for e in energies])
   (v_d, g_d), (v_a, g_a) = both((detached, attached), jnp.asarray(x))
   assert abs(float(v_d) - expected) < 1e-8 and abs(float(v_a) - expected) < 1e-8
@@ -192,10 +203,20 @@ def test_grad_through_the_flow_matches_the_closed_form(rng):
 
 def test_second_call_does_not_recompile(rng):
   x0 = rng.normal(size=(8, 2))
+  x1 = x0 + 1.0
   fl.gradient_flow(MIXED, x0, step_size=0.1, n_steps=3)
-  size = _flow._gradient_flow._cache_size()
-  fl.gradient_flow(MIXED, x0 + 1.0, step_size=0.2, n_steps=3)
-  assert _flow._gradient_flow._cache_size() == size
+  with helpers.compilations() as compiled:  # eager, new data and step size
+    eager = fl.gradient_flow(MIXED, x1, step_size=0.2, n_steps=3)
+  assert not compiled
+  np.testing.assert_allclose(eager.frames, np.stack(_all_steps(MIXED, x1, 0.2, 3)), atol=1e-12)
+  # Under jit every numeric knob is traced: one trace for both calls.
+  run = helpers.traced_once(
+      lambda x, step_size, tol, temperature, key: fl.gradient_flow(
+          MIXED, x, step_size=step_size, n_steps=3, tol=tol, temperature=temperature, key=key))
+  first = run(x0, 0.1, 0.0, 0.0, jax.random.key(0))
+  second = run(x1, 0.2, 1e-9, 0.0, jax.random.key(1))
+  np.testing.assert_allclose(first.frames, np.stack(_all_steps(MIXED, x0, 0.1, 3)), atol=1e-12)
+  np.testing.assert_allclose(second.frames, eager.frames, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +229,12 @@ def circle():
 def test_vmap_over_four_sinkhorn_flows(circle):
   y, x0 = circle
   x0, y = x0.astype(np.float32), y.astype(np.float32)
-  energy = fl.sinkhorn_divergence_to(y, epsilon=0.05, tol=1e-4)
+  energy = fl.sinkhorn_divergence_to(y, epsilon=0.05, solver=_divergence_solver(1e-4))
   batched = jax.vmap(lambda x: fl.gradient_flow(energy, x, step_size=0.1, n_steps=20))(x0)
   assert batched.frames.shape == (4, 21, 40, 2) and batched.frames.dtype == np.float32
   assert not bool(jnp.any(batched.failed))
+  np.testing.assert_array_equal(batched.result, otkit.Result.CONVERGED)
+  assert otkit.check(batched) is batched
   assert bool(jnp.all(batched.values[:, -1] < 0.1 * batched.values[:, 0]))
   # each flow of the batch follows forward Euler on its own: compare one step of flow 2 with
   # the gradient of the same functional (float32, solver tolerance 1e-4)
@@ -223,7 +246,8 @@ def test_vmap_over_four_sinkhorn_flows(circle):
 @pytest.mark.slow
 def test_warm_started_and_cold_sinkhorn_flows_agree(circle):
   y, x0 = circle
-  flows = [fl.gradient_flow(fl.sinkhorn_divergence_to(y, epsilon=0.05, tol=1e-9,
+  flows = [fl.gradient_flow(fl.sinkhorn_divergence_to(y, epsilon=0.05,
+                                                      solver=_divergence_solver(1e-9),
                                                       warm_start=warm), x0[0],
                             step_size=0.1, n_steps=10) for warm in (True, False)]
   np.testing.assert_allclose(flows[0].frames, flows[1].frames, atol=1e-7)
@@ -250,6 +274,14 @@ def test_stopping_rule_freezes_the_flow(rng):
   deltas = np.abs(np.diff(np.asarray(out.values)))
   assert deltas[k - 1] <= 1e-3 and np.all(deltas[:k - 1] > 1e-3)
   np.testing.assert_array_equal(out.frames[k:], np.broadcast_to(out.frames[k], (101 - k, 8, 2)))
+  assert int(out.result) == otkit.Result.CONVERGED and otkit.check(out) is out
+  # The same tolerance, too few steps to meet it: the flow reports the cap.
+  short = fl.gradient_flow(QUADRATIC, x0, step_size=0.1, n_steps=k - 1, tol=1e-3)
+  assert not bool(short.stopped) and int(short.result) == otkit.Result.MAX_ITERS
+  with pytest.raises(RuntimeError, match="MAX_ITERS"):
+    otkit.check(short)
+  # Without a tolerance every step is the goal: running them all is a success.
+  assert int(fl.gradient_flow(QUADRATIC, x0, step_size=0.1, n_steps=3).result) == 0
 
 
 def test_divergent_flow_is_reported_without_nan(rng):
@@ -257,6 +289,9 @@ def test_divergent_flow_is_reported_without_nan(rng):
   out = fl.gradient_flow(QUADRATIC, x0, step_size=1e3, n_steps=60)
   assert bool(out.failed) and int(out.n_steps) < 60
   assert bool(jnp.all(jnp.isfinite(out.frames))) and bool(jnp.all(jnp.isfinite(out.values)))
+  assert int(out.result) == otkit.Result.NON_FINITE and not bool(out.converged)
+  with pytest.raises(RuntimeError, match="NON_FINITE"):
+    otkit.check(out)
 
 
 def test_progress_bar_runs(rng, capsys):
@@ -295,7 +330,7 @@ def test_bad_functionals_raise(energy, message):
     (dict(n_steps=2.5), "`n_steps`"),
     (dict(save_every=0), "`save_every`"),
     (dict(optimizer="adam"), "`optimizer` must be an optax"),
-    (dict(temperature=1.0), "pass a PRNG `key`"),
+    (dict(temperature=1.0), "`key` is required"),
     (dict(temperature=-1.0, key=jax.random.key(0)), "`temperature`"),
     (dict(tol=-1.0), "`tol`"),
 ])
@@ -303,6 +338,16 @@ def test_bad_options_raise(kwargs, message):
   options = dict(step_size=0.1, n_steps=2) | kwargs
   with pytest.raises(ValueError, match=message):
     fl.gradient_flow(QUADRATIC, np.zeros((4, 2)), **options)
+
+
+def test_langevin_flow_needs_a_key_even_under_jit():
+  x0 = np.zeros((4, 2))
+  with pytest.raises(ValueError, match="`key` is required"):  # a traced temperature may be > 0
+    jax.jit(lambda t: fl.gradient_flow(QUADRATIC, x0, step_size=0.1, n_steps=2,
+                                       temperature=t))(0.5)
+  # Without noise no key is drawn from or needed, and none is made up.
+  out = fl.gradient_flow(QUADRATIC, x0, step_size=0.1, n_steps=2, temperature=0.0)
+  assert int(out.result) == otkit.Result.CONVERGED
 
 
 @pytest.mark.parametrize("x0, message", [
@@ -326,6 +371,8 @@ def test_bad_energy_arguments_raise():
     fl.kde_entropy(-1.0)
   with pytest.raises(ValueError, match="`key` is required"):
     fl.sliced_wasserstein_to(None, y)
+  with pytest.raises(ValueError, match="`b` have different total mass"):  # never normalised
+    fl.sliced_wasserstein_to(jax.random.key(0), y, np.full(5, 0.4))
   with pytest.raises(ValueError, match="`labels` has 5 entries"):
     energy = fl.otdd_to(y, np.arange(5) % 2, np.arange(5) % 2, epsilon=0.1)
     fl.gradient_flow(energy, np.zeros((4, 2)), step_size=0.1, n_steps=1)

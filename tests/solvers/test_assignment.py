@@ -4,12 +4,14 @@ for both implementations (the in-graph search and SciPy on the host)."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+import helpers
 import otkit
 from otkit.solvers import _assignment
 
@@ -99,13 +101,21 @@ def test_forbidden_pairs_and_warm_start(rng, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_single_and_batched_agree_and_no_recompile(rng, method):
   c = rng.random((5, 9, 9))
-  many = otkit.assignment(c, batch_size=2, method=method)
+  many = otkit.assignment(c, chunk_size=2, method=method)  # memory blocking: the same result
   for k in range(5):
     one = otkit.assignment(c[k], method=method)
     np.testing.assert_array_equal(one.perm, many.perm[k])
-  size = _assignment.solve_batch._cache_size()
-  otkit.assignment(c + 1.0, batch_size=2, method=method)
-  assert _assignment.solve_batch._cache_size() == size
+  c1, init = c + 1.0, rng.normal(size=(5, 9))
+  with helpers.compilations() as compiled:  # eager, new data of the same shapes
+    shifted = otkit.assignment(c1, chunk_size=2, method=method)
+  assert not compiled
+  np.testing.assert_array_equal(shifted.perm, many.perm)  # a constant shift keeps the optimum
+  # Under jit costs and warm starts are traced: one trace for both calls.
+  solve = helpers.traced_once(
+      lambda c, init: otkit.assignment(c, init=init, chunk_size=2, method=method))
+  outs = [solve(c, np.zeros((5, 9))), solve(c1, init)]
+  np.testing.assert_array_equal([o.perm for o in outs], [many.perm, many.perm])
+  chex.assert_shape([outs[1].cost, outs[1].result], (5,))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -129,11 +139,28 @@ def test_gradient_is_the_permutation_matrix(rng, method):
 def test_failure_is_reported_inside_jit(method):
   solve = jax.jit(functools.partial(otkit.assignment, method=method))
   out = solve(jnp.full((4, 4), jnp.nan))
-  assert not bool(out.converged)
+  assert not bool(out.converged) and int(out.result) == otkit.Result.NON_FINITE
+  with pytest.raises(RuntimeError, match="NON_FINITE"):
+    otkit.check(out)
   infeasible = jnp.array([[1.0, jnp.inf], [2.0, jnp.inf]])
   out = solve(infeasible)
-  assert not bool(out.converged)
+  assert not bool(out.converged) and int(out.result) == otkit.Result.NON_FINITE
   assert np.all(np.isfinite(np.asarray(out.perm)))
+  # In a batch, each problem has its own code; check names how many failed.
+  batch = solve(jnp.stack([jnp.eye(2), infeasible]))
+  np.testing.assert_array_equal(batch.result, [otkit.Result.CONVERGED, otkit.Result.NON_FINITE])
+  with pytest.raises(RuntimeError, match="1 of 2"):
+    otkit.check(batch)
+  good = solve(jnp.eye(3))
+  assert int(good.result) == otkit.Result.CONVERGED and otkit.check(good) is good
+
+
+def test_step_cap_is_reported_as_max_iters():
+  # The exact search never reaches its cap on valid input; the code for it is MAX_ITERS.
+  c = jnp.eye(3)
+  out = _assignment._certify(c, jnp.arange(3), jnp.zeros(3), jnp.zeros(3), jnp.asarray(False),
+                             jnp.asarray(7), capped=jnp.asarray(True))
+  assert int(out.result) == otkit.Result.MAX_ITERS
 
 
 def test_host_path_under_nested_vmap_and_auto(rng):
@@ -166,7 +193,9 @@ def test_bad_options():
     otkit.assignment(np.zeros((3, 3)), init=np.zeros(4))
   with pytest.raises(ValueError, match="init"):
     otkit.assignment(np.zeros((3, 3)), init=np.array([0.0, np.inf, 0.0]))
-  with pytest.raises(ValueError, match="batch_size"):
-    otkit.assignment(np.zeros((2, 3, 3)), batch_size=0)
+  with pytest.raises(ValueError, match="chunk_size"):
+    otkit.assignment(np.zeros((2, 3, 3)), chunk_size=0)
+  with pytest.raises(TypeError, match="batch_size"):  # renamed: memory blocking is chunk_size
+    otkit.assignment(np.zeros((2, 3, 3)), batch_size=2)
   with pytest.raises(ValueError, match="method"):
     otkit.assignment(np.zeros((3, 3)), method="scipy")
