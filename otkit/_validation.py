@@ -116,20 +116,24 @@ def check_tau(name: str, tau: Any, dtype) -> Array:
   return arr
 
 
-def check_equal_mass(a: Array, b: Array, tau_a: Array, tau_b: Array) -> None:
-  """Balanced OT (both taus equal to 1) needs ``sum(a) == sum(b)``."""
-  values = [concrete_values(v) for v in (a, b, tau_a, tau_b)]
-  if any(v is None for v in values):
-    return
-  va, vb, ta, tb = values
-  if ta == 1.0 and tb == 1.0:
-    ma, mb = float(va.sum()), float(vb.sum())
-    tol = 1e-5 if va.dtype == np.float32 or vb.dtype == np.float32 else 1e-10
-    if abs(ma - mb) > tol * max(ma, mb):
-      raise ValueError(
-          f"`a` and `b` have different total mass ({ma:.6g} vs {mb:.6g}); balanced OT "
-          "(tau_a = tau_b = 1) needs equal mass. Normalise the weights or pass tau_a/tau_b < 1.")
+def check_equal_mass(a: Array, b: Array, tau_a: Array | None = None, tau_b: Array | None = None,
+                     *, names: tuple[str, str] = ("a", "b")) -> None:
+  """Hard marginals need ``sum(a) == sum(b)`` (to the dtype's resolution).
 
+  ``tau_a``, ``tau_b``: the caller's marginal relaxations; ``None`` where the caller has none
+  (both marginals are then hard). ``names``: the arguments' names in the message.
+  """
+  values = [concrete_values(v) for v in (a, b)]
+  taus = [1.0 if t is None else concrete_values(t) for t in (tau_a, tau_b)]
+  if any(v is None for v in (*values, *taus)) or not (taus[0] == 1.0 and taus[1] == 1.0):
+    return
+  va, vb = values
+  ma, mb = float(va.sum()), float(vb.sum())
+  tol = 1e-5 if va.dtype == np.float32 or vb.dtype == np.float32 else 1e-10
+  if abs(ma - mb) > tol * max(ma, mb):
+    relax = "" if tau_a is None and tau_b is None else " or pass tau_a/tau_b < 1"
+    raise ValueError(f"`{names[0]}` and `{names[1]}` have different total mass ({ma:.6g} vs "
+                     f"{mb:.6g}); balanced OT needs equal mass. Normalise the weights{relax}.")
 
 def check_static_int(name: str, value: Any, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -148,3 +152,20 @@ def common_dtype(*arrays: Any):
   dtypes = [jnp.asarray(x).dtype for x in arrays if x is not None]
   dtype = jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
   return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
+def check_key(key) -> Array:
+  """A PRNG key (typed, from ``jax.random.key``, or a raw ``uint32[2]`` one)."""
+  if key is None:
+    raise ValueError("`key` is required: pass `jax.random.key(seed)` (and split it per call).")
+  try:
+    arr = jnp.asarray(key)
+  except TypeError as err:
+    raise ValueError(f"`key` must be a PRNG key from `jax.random.key`; got {type(key).__name__}."
+                     ) from err
+  typed = jnp.issubdtype(arr.dtype, jax.dtypes.prng_key) and arr.ndim == 0
+  raw = arr.dtype == jnp.uint32 and arr.shape == (2,)
+  if not (typed or raw):
+    raise ValueError(f"`key` must be a single PRNG key from `jax.random.key`; got dtype "
+                     f"{arr.dtype} and shape {arr.shape}. Use `jax.vmap` to batch keys.")
+  return arr

@@ -175,7 +175,7 @@ def wasserstein_1d(u, v, a=None, b=None, *, p=2, sort_impl="auto") -> Array:
   if a is not None or b is not None:
     uniform = lambda n: jnp.full((n,), 1.0 / n, dtype)  # noqa: E731
     V.check_equal_mass(uniform(u.shape[0]) if a is None else a,
-                       uniform(v.shape[0]) if b is None else b, 1.0, 1.0)
+                       uniform(v.shape[0]) if b is None else b)
   p = check_order(p)
   impl = V.check_choice("sort_impl", sort_impl, _sorting.IMPLS)
   return _wasserstein_1d(u, v, a, b, p, impl)

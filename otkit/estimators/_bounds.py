@@ -40,7 +40,6 @@ import numpy as np
 
 from otkit import _validation as V
 from otkit.estimators import _minibatch as MB
-from otkit.estimators._sliced import check_key
 from otkit.geometry import _reductions as R
 from otkit.geometry._geometry import PointCloud
 from otkit.solvers import _assignment
@@ -159,7 +158,7 @@ def _check_uniform(name: str, w, n: int, dtype) -> Array:
 def _check_weights(a, b, n: int, dtype) -> Array | None:
   """The common mass of uniform weights ``a``, ``b`` (``None`` when both are ``None``)."""
   a_w, b_w = _check_uniform("a", a, n, dtype), _check_uniform("b", b, n, dtype)
-  V.check_equal_mass(a_w, b_w, 1.0, 1.0)
+  V.check_equal_mass(a_w, b_w)
   return None if a is None and b is None else MB.common_mass(a_w, b_w)
 
 
@@ -181,7 +180,7 @@ def _partition(key, x, y, partition):
     V.check_choice("partition", partition, PARTITIONS)
     if partition == "sorted":
       return jnp.argsort(x[:, 0]).astype(jnp.int32), jnp.argsort(y[:, 0]).astype(jnp.int32)
-    key_x, key_y = jax.random.split(check_key(key))
+    key_x, key_y = jax.random.split(V.check_key(key))
     return (jax.random.permutation(key_x, n).astype(jnp.int32),
             jax.random.permutation(key_y, n).astype(jnp.int32))
   if not (isinstance(partition, (tuple, list)) and len(partition) == 2):

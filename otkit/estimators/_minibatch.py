@@ -34,7 +34,6 @@ import numpy as np
 from otkit import _host
 from otkit import _validation as V
 from otkit.closed_form._gaussian import transport_matrix
-from otkit.estimators._sliced import check_key
 from otkit.geometry import _costs
 from otkit.geometry._geometry import PointCloud
 from otkit.solvers import _assignment
@@ -342,7 +341,7 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
     >>> bool(out.converged)
     True
   """
-  key = check_key(key)
+  key = V.check_key(key)
   x, y = check_clouds(x, y)
   dtype = x.dtype
   n, n2 = x.shape[0], y.shape[0]
@@ -350,7 +349,7 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
   n_batches = V.check_static_int("n_batches", n_batches)
   a_w = V.check_weights("a", a, n, dtype)
   b_w = V.check_weights("b", b, n2, dtype)
-  V.check_equal_mass(a_w, b_w, 1.0, 1.0)
+  V.check_equal_mass(a_w, b_w)
   uniform = (a is None, b is None)
   epsilon, solver = check_inner(inner, epsilon, solver, dtype)
   chunk_size = check_chunk_size(chunk_size)

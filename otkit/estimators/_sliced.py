@@ -242,23 +242,6 @@ def sliced_value(thetas: Array, x: Array, y: Array, a: Array, b: Array, *, p: fl
                  sort_impl)
 
 
-def check_key(key) -> Array:
-  """A PRNG key (typed, from ``jax.random.key``, or a raw ``uint32[2]`` one)."""
-  if key is None:
-    raise ValueError("`key` is required: pass `jax.random.key(seed)` (and split it per call).")
-  try:
-    arr = jnp.asarray(key)
-  except TypeError as err:
-    raise ValueError(f"`key` must be a PRNG key from `jax.random.key`; got {type(key).__name__}."
-                     ) from err
-  typed = jnp.issubdtype(arr.dtype, jax.dtypes.prng_key) and arr.ndim == 0
-  raw = arr.dtype == jnp.uint32 and arr.shape == (2,)
-  if not (typed or raw):
-    raise ValueError(f"`key` must be a single PRNG key from `jax.random.key`; got dtype "
-                     f"{arr.dtype} and shape {arr.shape}. Use `jax.vmap` to batch keys.")
-  return arr
-
-
 def _check_clouds(x, y, a, b):
   dtype = V.common_dtype(x, y, a, b)
   x, y = V.check_points("x", x, dtype), V.check_points("y", y, dtype)
@@ -268,7 +251,7 @@ def _check_clouds(x, y, a, b):
   uniform = a is None and b is None
   a = V.check_weights("a", a, x.shape[0], dtype)
   b = V.check_weights("b", b, y.shape[0], dtype)
-  V.check_equal_mass(a, b, 1.0, 1.0)
+  V.check_equal_mass(a, b)
   return x, y, a, b, uniform
 
 
@@ -318,7 +301,7 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
     True
     >>> g = jax.grad(lambda x: otkit.sliced_wasserstein(key, x, y).value)(x)
   """
-  key = check_key(key)
+  key = V.check_key(key)
   x, y, a, b, uniform = _check_clouds(x, y, a, b)
   n_projections = V.check_static_int("n_projections", n_projections)
   p = _one_d.check_order(p)
@@ -402,7 +385,7 @@ def max_sliced_wasserstein(key, x, y, a=None, b=None, *, p=2, n_starts=8, n_step
     >>> round(float(out.value), 3), round(abs(float(out.direction[2])), 3)
     (9.0, 1.0)
   """
-  key = check_key(key)
+  key = V.check_key(key)
   x, y, a, b, uniform = _check_clouds(x, y, a, b)
   p = _one_d.check_order(p)
   n_starts = V.check_static_int("n_starts", n_starts)

@@ -37,7 +37,6 @@ from otkit import _validation as V
 from otkit.closed_form import _one_d
 from otkit.closed_form import _sorting
 from otkit.estimators import _sliced
-from otkit.estimators._sliced import check_key
 from otkit.estimators._divergence import DEFAULT_SOLVER, self_problems, solve_divergence
 from otkit.geometry import PointCloud
 from otkit.solvers import _dual
@@ -474,7 +473,7 @@ def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, chunk_size=None,
   """
   y = V.check_points("y", y)
   b = V.check_weights("b", b, y.shape[0], y.dtype)
-  V.check_equal_mass(jnp.ones((1,), y.dtype), b, 1.0, 1.0)  # the particles carry mass 1
+  V.check_equal_mass(jnp.ones((1,), y.dtype), b, names=("particles (mass 1)", "b"))
   solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
   term = SinkhornTo(y, b, V.check_positive("epsilon", epsilon, y.dtype), solver,
                     cost_fn=cost_fn, chunk_size=_check_chunk(chunk_size),
@@ -508,11 +507,11 @@ def sliced_wasserstein_to(key, y, b=None, *, n_projections=128, p=2, sort_impl="
     >>> bool(F(y + 1.0) > F(y))
     True
   """
-  key = check_key(key)
+  key = V.check_key(key)
   y = V.check_points("y", y)
   uniform = b is None
   b = V.check_weights("b", b, y.shape[0], y.dtype)
-  V.check_equal_mass(jnp.ones((1,), y.dtype), b, 1.0, 1.0)  # the particles carry mass 1
+  V.check_equal_mass(jnp.ones((1,), y.dtype), b, names=("particles (mass 1)", "b"))
   n_projections = V.check_static_int("n_projections", n_projections)
   sort_impl = V.check_choice("sort_impl", sort_impl, _sorting.IMPLS)
   return _single(SlicedTo(key, y, b, n_projections=n_projections, p=_one_d.check_order(p),

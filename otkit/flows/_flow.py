@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from otkit import _validation as V
-from otkit.estimators._sliced import check_key
 from otkit.flows._energies import as_energy
 from otkit.solvers._output import Result
 
@@ -246,7 +245,7 @@ def check_noise(temperature, key, dtype) -> tuple[Array, Array | None, bool]:
       raise ValueError("`key` is required when `temperature` > 0 (or traced): a Langevin flow "
                        "draws noise; pass a PRNG `key` (`jax.random.key(seed)`).")
     return beta, None, False
-  return beta, check_key(key), True
+  return beta, V.check_key(key), True
 
 
 def check_tol(tol, dtype) -> Array:
