@@ -38,19 +38,17 @@ Writes ``benchmarks/results/flows.json`` and ``flows.md`` (``flows.quick.*`` wit
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import harness
 import otkit
 import otkit.flows as fl
-from otkit.flows import _flow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPSILON = 0.01
@@ -65,34 +63,20 @@ def data(n: int, m: int):
   return jnp.asarray(x0), jnp.asarray(y)
 
 
-def timed(fn, repeats: int):
-  """``(first call's time, median of the next ``repeats`` calls, last result)``."""
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times), out
+def timed(fn, repeats: int) -> harness.Timing:
+  """A first call (tracing, compilation) and the median of ``repeats`` more."""
+  return harness.timed(fn, repeats=repeats)
 
 
 def scan_flow(energy, x0, n_steps, repeats):
-  """The public flow's compiled program: compiled once (timed apart), then run ``repeats`` times."""
-  args = (energy, x0, jnp.asarray(TAU, x0.dtype), jnp.zeros((), x0.dtype),
-          jnp.asarray(-1.0, x0.dtype), jax.random.key(0))
-  start = time.perf_counter()
-  compiled = _flow._gradient_flow.lower(*args, n_steps=n_steps, save_every=max(1, n_steps // 10),
-                                        optimizer=None, noise=False, progress=False).compile()
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  return dict(compile_s=compile_s, total_s=median, per_step_s=median / n_steps), out
+  """The public flow as one program: compiled ahead of time (timed apart), then run ``repeats``
+  times. The energy (and its target points) is an argument, not a constant of the program."""
+  flow = jax.jit(lambda energy, x0: fl.gradient_flow(energy, x0, step_size=TAU, n_steps=n_steps,
+                                                     save_every=max(1, n_steps // 10)))
+  compiled, compile_s = harness.compile_ahead(flow, energy, x0)
+  run = harness.timed(lambda: compiled(energy, x0), repeats=repeats, warmup=False)
+  median = run.median_s
+  return dict(compile_s=compile_s, total_s=median, per_step_s=median / n_steps), run.result
 
 
 def cold_loop(y, starts, loop_steps, repeats):
@@ -131,10 +115,10 @@ def warm_loop(energy, starts, loop_steps, repeats):
 def _loop_times(run, starts, loop_steps, repeats):
   compile_s, per_step = None, []
   for x in starts:
-    first, median, _ = timed(lambda: run(x), repeats)
+    timing = timed(lambda: run(x), repeats)
     if compile_s is None:
-      compile_s = first - median
-    per_step.append(median / loop_steps)
+      compile_s = timing.compile_s
+    per_step.append(timing.median_s / loop_steps)
   return dict(compile_s=compile_s, per_step_s=statistics.mean(per_step),
               median_per_step_s=statistics.median(per_step), per_step_by_start_s=per_step)
 
@@ -146,9 +130,10 @@ def vmap_flows(energy, x0, n_steps, repeats):
   flow = lambda x: fl.gradient_flow(energy, x, step_size=TAU, n_steps=n_steps,  # noqa: E731
                                     save_every=n_steps)
   batched = jax.jit(jax.vmap(flow))  # built once: a new jit object would compile again
-  first, median, out = timed(lambda: batched(starts), repeats)
-  _, single, _ = timed(lambda: flow(starts[0]), repeats)
-  return dict(compile_s=first - median, total_s=median, per_step_s=median / n_steps,
+  timing = timed(lambda: batched(starts), repeats)
+  median, out = timing.median_s, timing.result
+  single = timed(lambda: flow(starts[0]), repeats).median_s
+  return dict(compile_s=timing.compile_s, total_s=median, per_step_s=median / n_steps,
               single_flow_total_s=single, vmap_over_single=median / single, flows=4,
               failed=bool(jnp.any(out.failed)),
               final_over_initial=[float(v) for v in out.values[:, -1] / out.values[:, 0]])
@@ -192,10 +177,7 @@ def main():
       speedup_vs_warm_loop=warm["per_step_s"] / scan["per_step_s"],
   )
   suffix = (".quick" if args.quick else "") + (".m_equals_n" if args.m_equals_n else "")
-  RESULTS.mkdir(exist_ok=True)
-  (RESULTS / f"flows{suffix}.json").write_text(json.dumps(result, indent=2))
-  (RESULTS / f"flows{suffix}.md").write_text(markdown(result))
-  print(markdown(result))
+  print(harness.write_results(RESULTS, f"flows{suffix}", result, markdown(result)))
 
 
 def markdown(r) -> str:

@@ -263,8 +263,7 @@ def main():
   def record(row):  # results are written as they come
     rows.append(row)
     print(json.dumps(row), flush=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(dict(info=info, rows=rows), indent=1))
-    (RESULTS / f"{stem}.md").write_text(markdown(rows, header))
+    harness.write_results(RESULTS, stem, dict(info=info, rows=rows), markdown(rows, header))
 
   for n, count in grid["assignment"]:
     for kind in ("sqeuclid", "uniform"):

@@ -3,10 +3,11 @@
 For each problem and each target L1 marginal error (rows plus columns) 1e-4, 1e-6, 1e-8 and
 1e-10, in float64, the time after compilation and the iterations each solver needs:
 
-* otkit SNS: ``otkit.sinkhorn_newton`` with its defaults and ``tol`` = the target; on the
-  assignment problems also with the paper's settings (``N₁ = 20`` plain sweeps, ``λ = 5/n``);
-* otkit Sinkhorn: ``otkit.sinkhorn`` with its defaults (ε-annealing where it pays, adaptive
-  over-relaxation) and ``tol`` = the target;
+* otkit SNS: ``otkit.solve`` with ``otkit.SinkhornNewton(tol=target)`` (its defaults
+  otherwise); on the assignment problems also with the paper's settings (``N₁ = 20`` plain
+  sweeps, ``λ = 5/n``);
+* otkit Sinkhorn: ``otkit.solve`` with ``otkit.Sinkhorn(tol=target, max_iters=…)`` (its
+  defaults otherwise: ε-annealing where it pays, adaptive over-relaxation);
 * ott-jax Sinkhorn: ``ott.solvers.linear.sinkhorn.Sinkhorn(threshold=target)`` (its defaults
   otherwise: log domain, error checked every 10 iterations).
 
@@ -15,7 +16,7 @@ Problems: (i) the random assignment problem of Tang et al. (C ~ U[0, 1], uniform
 squared-Euclidean cost rescaled to mean 1, ε = 1e-3; (iii) the same in 64 dimensions.
 
 The error of every solver is recomputed here from its potentials, in float64 NumPy. Each solver
-is compiled once per problem (the tolerance is traced); a run stops at an iteration cap sized so
+is compiled once per problem (the solver object's tolerance is traced); a run stops at an iteration cap sized so
 that it lasts about ``--cap`` seconds (otkit Sinkhorn gets the 40 000 sweeps it needs for 1e-6
 on the paper's n = 200 fixture), and a target it does not reach is reported as a lower bound
 (✗), the tighter ones are then skipped. A peer that stops by its own error criterion above the
@@ -30,10 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -44,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
+import harness  # noqa: E402
 import otkit  # noqa: E402
 
 TARGETS = (1e-4, 1e-6, 1e-8, 1e-10)
@@ -91,19 +89,21 @@ def marginal_error(problem, f, g) -> float:
 # ----------------------------------------------------------------------------- solvers
 
 
-def sns(problem, **options):
+def _otkit_solve(problem, make_solver):
+  """``tol -> (f, g, iterations)``: one compiled ``otkit.solve`` for every tolerance (the solver
+  object passes through ``jit``; its ``tol`` is traced)."""
   geom = otkit_geometry(problem)
   eps = problem["epsilon"]
-  solve = jax.jit(lambda geom, tol: otkit.sinkhorn_newton(geom, epsilon=eps, tol=tol, **options))
-  return lambda tol: _run(lambda: solve(geom, tol))
+  solve = jax.jit(lambda geom, solver: otkit.solve(geom, epsilon=eps, solver=solver))
+  return lambda tol: _run(lambda: solve(geom, make_solver(tol)))
+
+
+def sns(problem, **options):
+  return _otkit_solve(problem, lambda tol: otkit.SinkhornNewton(tol=tol, **options))
 
 
 def otkit_sinkhorn(problem, max_iters):
-  geom = otkit_geometry(problem)
-  eps = problem["epsilon"]
-  solve = jax.jit(lambda geom, tol: otkit.sinkhorn(geom, epsilon=eps, tol=tol,
-                                                   max_iters=max_iters))
-  return lambda tol: _run(lambda: solve(geom, tol))
+  return _otkit_solve(problem, lambda tol: otkit.Sinkhorn(tol=tol, max_iters=max_iters))
 
 
 def ott_sinkhorn(problem, max_iters):
@@ -129,7 +129,7 @@ def ott_sinkhorn(problem, max_iters):
 
 
 def _run(call):
-  out = jax.block_until_ready(call())
+  out = harness.block(call())
   if isinstance(out, tuple):
     return out[0], out[1], int(out[2])
   return out.f, out.g, int(out.n_iters)
@@ -138,30 +138,22 @@ def _run(call):
 def per_iteration(problem, which) -> float:
   """Seconds per Sinkhorn iteration of a solver, from 200 iterations after compilation."""
   solve = (otkit_sinkhorn if which == "otkit" else ott_sinkhorn)(problem, 200)
-  solve(1e-300)
-  start = time.perf_counter()
-  _, _, iters = solve(1e-300)
-  return (time.perf_counter() - start) / max(iters, 1)
+  solve(1e-300)  # compiles
+  seconds, (_, _, iters) = harness.clock(lambda: solve(1e-300))
+  return seconds / max(iters, 1)
 
 
 def time_to_targets(problem, make, cap: float):
   """Runs ``make()(tol)`` for each target; returns one row per target (or None once missed)."""
-  start = time.perf_counter()
   solve = make()
-  f, g, iters = solve(TARGETS[0])  # compiles
-  first = time.perf_counter() - start
+  first, _ = harness.clock(lambda: solve(TARGETS[0]))  # compiles
   rows, compile_s = [], None
   for target in TARGETS:
     tol = target
     for _ in range(3):  # a solver whose own error is not ours may stop short: ask for more
-      times = []
-      while len(times) < 3 and sum(times) + (times[-1] if times else 0.0) < cap:
-        start = time.perf_counter()
-        f, g, iters = solve(tol)
-        times.append(time.perf_counter() - start)
-        if times[-1] > cap / 3:
-          break
-      run = statistics.median(times)
+      timing = harness.timed(lambda: solve(tol), repeats=3, budget_s=cap, warmup=False)
+      f, g, iters = timing.result
+      run = timing.median_s
       if compile_s is None:
         compile_s = max(first - run, 0.0)
       error = marginal_error(problem, f, g)
@@ -267,11 +259,7 @@ def markdown(results, meta) -> str:
 
 
 def write_results(out: Path, name: str, results, meta) -> str:
-  out.mkdir(parents=True, exist_ok=True)
-  (out / f"{name}.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
-  table = markdown(results, meta)
-  (out / f"{name}.md").write_text(table)
-  return table
+  return harness.write_results(out, name, dict(meta=meta, results=results), markdown(results, meta))
 
 
 def acceptance(results):
@@ -299,9 +287,7 @@ def main(argv=None):
     problems = [assignment(200), clouds(300, 2, 1e-3), clouds(300, 64, 1e-3)]
   else:
     problems = [assignment(200), assignment(500), clouds(1000, 2, 1e-3), clouds(1000, 64, 1e-3)]
-  meta = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"jax {jax.__version__} on {jax.default_backend()}",
-              cap_s=args.cap, quick=args.quick)
+  meta = dict(machine=harness.machine(), cap_s=args.cap, quick=args.quick)
   name = "newton_quick" if args.quick else "newton"
   results = []
   for problem in problems:

@@ -30,10 +30,9 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+import harness
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMEOUT_S = 3600
@@ -49,14 +48,6 @@ CAPPED_N, CAPPED_ITERS = 50_000, 3
 # One measurement (runs in its own process)
 
 
-def _peak_rss_mb() -> float:
-  with open("/proc/self/status") as status:
-    for line in status:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024.0
-  return float("nan")
-
-
 def datasets(n: int, d: int, k: int):
   """Two labelled float32 datasets of ``n`` points in ``k`` classes (see the module notes)."""
   import numpy as np
@@ -65,9 +56,9 @@ def datasets(n: int, d: int, k: int):
 
   def one(shift):
     centres = 2.0 * rng.standard_normal((k, d), dtype=np.float32)
-    y = rng.integers(0, k, n)
-    x = centres[y] + rng.standard_normal((n, d), dtype=np.float32) + np.float32(shift)
-    return x, y
+    labels = rng.integers(0, k, n)
+    x = centres[labels] + rng.standard_normal((n, d), dtype=np.float32) + np.float32(shift)
+    return x, labels
 
   return (*one(0.0), *one(0.5))
 
@@ -79,7 +70,7 @@ def mean_sq_distance(xs, xt) -> float:
   return float(((a[:, None] - b[None]) ** 2).sum(-1).mean())
 
 
-def reference_otdd(xs, ys, xt, yt, label_distance: str) -> float:
+def reference_otdd(xs, labels_s, xt, labels_t, label_distance: str) -> float:
   """POT brute force: label table, dense augmented cost, exact ``ot.emd2``."""
   import numpy as np
   import ot
@@ -97,63 +88,51 @@ def reference_otdd(xs, ys, xt, yt, label_distance: str) -> float:
     return ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), ot.dist(a, b))
 
   inner = bures if label_distance == "gaussian" else emd
-  cs, ct = np.unique(ys), np.unique(yt)
-  table = np.array([[inner(xs[ys == i], xt[yt == j]) for j in ct] for i in cs])
-  cost = ot.dist(xs, xt) + table[np.searchsorted(cs, ys)][:, np.searchsorted(ct, yt)]
+  cs, ct = np.unique(labels_s), np.unique(labels_t)
+  table = np.array([[inner(xs[labels_s == i], xt[labels_t == j]) for j in ct] for i in cs])
+  cost = ot.dist(xs, xt) + table[np.searchsorted(cs, labels_s)][:, np.searchsorted(ct, labels_t)]
   return float(ot.emd2(np.full(len(xs), 1 / len(xs)), np.full(len(xt), 1 / len(xt)), cost,
                        numItermax=10**8))
 
 
 def measure(library: str, n: int, d: int, k: int, label_distance: str, eps_rel: float) -> dict:
-  xs, ys, xt, yt = datasets(n, d, k)
+  xs, labels_s, xt, labels_t = datasets(n, d, k)
   row = dict(library=library, n=n, d=d, k=k, label_distance=label_distance, eps_rel=eps_rel)
   if library == "pot":
     import ot  # noqa: F401  (imports are not timed)
     import scipy.linalg  # noqa: F401
 
-    start = time.perf_counter()
-    row["value"] = reference_otdd(xs, ys, xt, yt, label_distance)
-    row["time_s"] = time.perf_counter() - start
-    row["peak_rss_mb"] = _peak_rss_mb()
+    row["time_s"], row["value"] = harness.clock(
+        lambda: reference_otdd(xs, labels_s, xt, labels_t, label_distance))
+    row["peak_rss_mb"] = harness.peak_rss_mb()
     return row
-  import jax
-
   import otkit
 
   epsilon = eps_rel * mean_sq_distance(xs, xt)
   max_iters = CAPPED_ITERS if n >= CAPPED_N else 20_000
 
   def run(tol):
-    out = otkit.otdd(xs, ys, xt, yt, epsilon=epsilon, label_distance=label_distance, tol=tol,
-                     max_iters=max_iters)
-    return jax.block_until_ready(out)
+    # otkit.otdd's default solver (annealed, envelope gradients) with the benchmark's tol and cap;
+    # the "exact" label distances use the same tol and cap.
+    solver = otkit.Sinkhorn(tol=tol, max_iters=max_iters, anneal=True, grad_mode="envelope")
+    return otkit.otdd(xs, labels_s, xt, labels_t, epsilon=epsilon, label_distance=label_distance,
+                      solver=solver)
 
-  start = time.perf_counter()
-  run(1e9)  # compiles everything the timed call uses (tol is traced)
-  row["compile_s"] = time.perf_counter() - start
-  baseline = _peak_rss_mb()
-  start = time.perf_counter()
-  out = run(1e-3)
-  row.update(time_s=time.perf_counter() - start, value=float(out.value), epsilon=epsilon,
+  # The first call compiles everything the timed call uses (the solver's tol is traced).
+  row["compile_s"], _ = harness.clock(lambda: run(1e9))
+  baseline = harness.peak_rss_mb()
+  row["time_s"], out = harness.clock(lambda: run(1e-3))
+  row.update(value=float(out.value), epsilon=epsilon,
              converged=bool(out.converged), iterations=int(out.ot.n_iters),
              iterations_self=[int(out.ot_s.n_iters), int(out.ot_t.n_iters)],
-             capped=max_iters == CAPPED_ITERS, peak_rss_mb=_peak_rss_mb(),
+             capped=max_iters == CAPPED_ITERS, peak_rss_mb=harness.peak_rss_mb(),
              rss_before_call_mb=baseline)
   return row
 
 
 def _spawn(*config) -> dict:
-  cmd = [sys.executable, __file__, "--worker", *map(str, config)]
   keys = ("library", "n", "d", "k", "label_distance", "eps_rel")
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
-  except subprocess.TimeoutExpired:
-    return dict(zip(keys, config), error=f"timeout ({TIMEOUT_S} s)")
-  lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-  if proc.returncode != 0 or not lines:
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return dict(zip(keys, config), error=f"exit {proc.returncode}: {tail[0][:200]}")
-  return json.loads(lines[-1])
+  return harness.spawn(__file__, config, timeout_s=TIMEOUT_S, describe=dict(zip(keys, config)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,13 +250,9 @@ def main(argv=None):
   meta = dict(machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}",
               jax=jax.__version__, quick=args.quick, python=platform.python_version(),
               microsoft_otdd=microsoft_otdd())
-  args.out.mkdir(parents=True, exist_ok=True)
   stem = "otdd.quick" if args.quick else "otdd"
-  (args.out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, reference=reference,
-                                                         scale=scale), indent=1))
-  table = markdown(reference, scale, meta)
-  (args.out / f"{stem}.md").write_text(table)
-  print(table)
+  print(harness.write_results(args.out, stem, dict(meta=meta, reference=reference, scale=scale),
+                              markdown(reference, scale, meta)))
 
 
 if __name__ == "__main__":

@@ -32,10 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import statistics
-import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -43,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import harness
 import otkit
 from otkit.geometry import _reductions as R
 
@@ -57,53 +54,11 @@ PEER_CAP_FACTOR = {"ott-jax": 3.0, "POT": 1.5, "GeomLoss": 1.5}
 # ----------------------------------------------------------------------------- measurement
 
 
-def _rss_mb() -> float:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakMemory:
-  """Peak growth of the resident set size (MB) while the block runs, sampled in a thread."""
-
-  def __enter__(self):
-    self.base = self.peak = _rss_mb()
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._sample, daemon=True)
-    self._thread.start()
-    return self
-
-  def _sample(self):
-    while not self._stop.wait(0.002):
-      self.peak = max(self.peak, _rss_mb())
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, _rss_mb())
-    self.growth = self.peak - self.base
-
-
-def timed(fn, repeats: int, budget: float):
-  """Runs ``fn`` (which blocks until its result is ready) once to compile and then up to
-  ``repeats`` times within ``budget`` seconds; returns (result, compile_s, median_s, peak_mb).
-
-  The peak memory is that of the first run after compilation (of the compiling run if the
-  budget allows no other)."""
-  start = time.perf_counter()
-  with PeakMemory() as memory:
-    result = fn()
-  first = time.perf_counter() - start
-  peak = memory.growth
-  times = []
-  while len(times) < repeats and sum(times) + (times[-1] if times else first) < budget:
-    start = time.perf_counter()
-    with PeakMemory() as memory:
-      result = fn()
-    times.append(time.perf_counter() - start)
-    if len(times) == 1:
-      peak = memory.growth
-  run = statistics.median(times) if times else first
-  return result, max(first - run, 0.0), run, peak
+def timed(fn, repeats: int, budget: float) -> harness.Timing:
+  """``fn`` compiled by a first call, then run up to ``repeats`` times within ``budget`` seconds
+  (none if the first call already took that long). The peak memory is that of the first run
+  after compilation (of the compiling run if the budget allows no other)."""
+  return harness.timed(fn, repeats=repeats, budget_s=budget, min_repeats=0, memory=True)
 
 
 # ----------------------------------------------------------------------------- data and error
@@ -142,9 +97,10 @@ def run_otkit(x, y, eps, cap):
   solve = jax.jit(lambda x, y: otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=eps, tol=TOL,
                                               max_iters=20000))
   xj, yj = jnp.asarray(x), jnp.asarray(y)
-  out, compile_s, run_s, mem = timed(lambda: jax.block_until_ready(solve(xj, yj)), 5, cap)
+  t = timed(lambda: solve(xj, yj), 5, cap)
+  out = t.result
   error = marginal_error(x, y, out.f, out.g, eps)
-  return dict(time=run_s, compile=compile_s, iters=int(out.n_iters), memory=mem,
+  return dict(time=t.median_s, compile=t.compile_s, iters=int(out.n_iters), memory=t.peak_mb,
               error=error, converged=error <= REACHED)
 
 
@@ -160,22 +116,22 @@ def run_ott(x, y, eps, cap):
         max_iterations=max_iterations)
     fn = jax.jit(lambda x, y: solver(linear_problem.LinearProblem(
         pointcloud.PointCloud(x, y, epsilon=eps))))
-    return lambda: jax.block_until_ready(fn(xj, yj))
+    return lambda: fn(xj, yj)
 
   # Per-iteration time from a short run decides whether the default cap of 2000 fits the budget.
-  _, _, probe_s, _ = timed(solver(50), 1, cap)
-  per_iter = probe_s / 50
+  per_iter = timed(solver(50), 1, cap).median_s / 50
   max_iterations = None
   if 2000 * per_iter > cap:
     max_iterations = max(10, int(cap / per_iter) // 10 * 10)
-  out, compile_s, run_s, mem = timed(solver(max_iterations), 3, cap)
+  t = timed(solver(max_iterations), 3, cap)
+  out = t.result
   n = x.shape[0]
   # ott's potentials include the weights: P = e^{(f + g − C)/ε}; otkit's: P = a b e^{(f + g − C)/ε}.
   f = np.asarray(out.f) + eps * math.log(n)
   g = np.asarray(out.g) + eps * math.log(n)
   error = marginal_error(x, y, f, g, eps)
-  return dict(time=run_s, compile=compile_s, iters=int(out.n_iters), memory=mem, error=error,
-              converged=error <= REACHED, capped=max_iterations is not None)
+  return dict(time=t.median_s, compile=t.compile_s, iters=int(out.n_iters), memory=t.peak_mb,
+              error=error, converged=error <= REACHED, capped=max_iterations is not None)
 
 
 def run_pot(x, y, eps, cap):
@@ -187,12 +143,12 @@ def run_pot(x, y, eps, cap):
   elapsed, iters, warm, error = 0.0, 0, None, np.inf
   peak = 0.0
   while error > REACHED and elapsed < cap:
-    with warnings.catch_warnings(), PeakMemory() as memory:
+    with warnings.catch_warnings(), harness.PeakMemory() as memory:
       warnings.simplefilter("ignore")
-      start = time.perf_counter()
-      P, log = ot.sinkhorn(a, a, M, eps, method="sinkhorn_log", numItermax=10, stopThr=0.0,
-                           warmstart=warm, log=True)
-      elapsed += time.perf_counter() - start
+      seconds, (P, log) = harness.clock(lambda: ot.sinkhorn(
+          a, a, M, eps, method="sinkhorn_log", numItermax=10, stopThr=0.0, warmstart=warm,
+          log=True))
+      elapsed += seconds
     peak = max(peak, memory.growth)
     iters += 10
     warm = (log["log_u"], log["log_v"])
@@ -224,10 +180,8 @@ def run_geomloss(x, y, eps, cap):
       break
     loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=False,
                        potentials=True, backend="tensorized")
-    start = time.perf_counter()
-    with PeakMemory() as memory, torch.no_grad():
-      F, G = loss(xt, yt)
-    elapsed = time.perf_counter() - start
+    with harness.PeakMemory() as memory, torch.no_grad():
+      elapsed, (F, G) = harness.clock(lambda: loss(xt, yt))
     # Potentials for the half cost at ε/2 are half of those for ‖x − y‖² at ε.
     error = marginal_error(x, y, 2 * F.numpy(), 2 * G.numpy(), eps)
     result = dict(time=elapsed, compile=0.0, iters=iters, memory=memory.growth, error=error,
@@ -257,23 +211,26 @@ def divergence_timings(n: int, d: int, epsilons, cap):
   rows = []
   for eps in epsilons:
     with jax.enable_x64(True):
-      reference = float(otkit.sinkhorn_divergence(x.astype(np.float64), y.astype(np.float64),
-                                                  epsilon=eps, tol=1e-7, max_iters=50000).value)
+      reference = float(otkit.sinkhorn_divergence(
+          x.astype(np.float64), y.astype(np.float64), epsilon=eps,
+          solver=otkit.Sinkhorn(tol=1e-7, max_iters=50000, grad_mode="envelope")).value)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
+    # The divergence's default gradients (envelope: no linear solve), with the benchmark's tol.
+    solver = otkit.Sinkhorn(tol=TOL, max_iters=20000, grad_mode="envelope")
     ours = jax.jit(jax.value_and_grad(
-        lambda x: otkit.sinkhorn_divergence(x, yj, epsilon=eps, tol=TOL, max_iters=20000).value))
-    (value, _), compile_s, run_s, mem = timed(lambda: jax.block_until_ready(ours(xj)), 3, cap)
-    rows.append(dict(solver="otkit", epsilon=eps, time=run_s, compile=compile_s, memory=mem,
-                     value=float(value), reference=reference))
+        lambda x: otkit.sinkhorn_divergence(x, yj, epsilon=eps, solver=solver).value))
+    t = timed(lambda: ours(xj), 3, cap)
+    rows.append(dict(solver="otkit", epsilon=eps, time=t.median_s, compile=t.compile_s,
+                     memory=t.peak_mb, value=float(t.result[0]), reference=reference))
     if available("ott-jax"):
       from ott.geometry import pointcloud
       from ott.tools import sinkhorn_divergence as ott_div
 
       theirs = jax.jit(jax.value_and_grad(lambda x: ott_div.sinkhorn_divergence(
           pointcloud.PointCloud, x, yj, epsilon=eps)[1].divergence))
-      (value, _), compile_s, run_s, mem = timed(lambda: jax.block_until_ready(theirs(xj)), 3, cap)
-      rows.append(dict(solver="ott-jax", epsilon=eps, time=run_s, compile=compile_s, memory=mem,
-                       value=float(value), reference=reference))
+      t = timed(lambda: theirs(xj), 3, cap)
+      rows.append(dict(solver="ott-jax", epsilon=eps, time=t.median_s, compile=t.compile_s,
+                       memory=t.peak_mb, value=float(t.result[0]), reference=reference))
     if available("GeomLoss"):
       import torch
       from geomloss import SamplesLoss
@@ -287,18 +244,16 @@ def divergence_timings(n: int, d: int, epsilons, cap):
         value.backward()
         return 2 * float(value)  # half cost → ‖x − y‖²
 
-      value, _, run_s, mem = timed(geomloss_value_and_grad, 3, cap)
-      rows.append(dict(solver="GeomLoss", epsilon=eps, time=run_s, compile=0.0, memory=mem,
-                       value=value, reference=reference))
+      t = timed(geomloss_value_and_grad, 3, cap)
+      rows.append(dict(solver="GeomLoss", epsilon=eps, time=t.median_s, compile=0.0,
+                       memory=t.peak_mb, value=t.result, reference=reference))
   return rows
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def geometric_mean(values):
-  values = [v for v in values if v and v > 0 and math.isfinite(v)]
-  return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+geometric_mean = harness.geometric_mean
 
 
 def markdown(results, divergence, meta) -> str:
@@ -351,12 +306,8 @@ def markdown(results, divergence, meta) -> str:
 def write_results(out: Path, name: str, results, divergence, meta) -> str:
   """Writes ``{name}.json`` and ``{name}.md`` (called after every grid point, so a stopped run
   keeps what it measured); returns the Markdown table."""
-  out.mkdir(parents=True, exist_ok=True)
-  (out / f"{name}.json").write_text(
-      json.dumps(dict(meta=meta, grid=results, divergence=divergence), indent=1))
-  table = markdown(results, divergence, meta)
-  (out / f"{name}.md").write_text(table)
-  return table
+  return harness.write_results(out, name, dict(meta=meta, grid=results, divergence=divergence),
+                               markdown(results, divergence, meta))
 
 
 def main(argv=None):
@@ -373,9 +324,7 @@ def main(argv=None):
   sizes = (500, 1000) if args.quick else (1000, 4000, 10000)
   solvers = [s for s in args.solvers.split(",") if available(s)]
   divergence_n = 1000 if args.quick else 4000
-  meta = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"jax {jax.__version__} on {jax.default_backend()}",
-              divergence_n=divergence_n, quick=args.quick, cap_s=args.cap)
+  meta = dict(machine=harness.machine(), divergence_n=divergence_n, quick=args.quick, cap_s=args.cap)
   backend = "" if jax.default_backend() == "cpu" else f"_{jax.default_backend()}"
   name = f"sinkhorn{backend}{'_quick' if args.quick else ''}"
   out = Path(args.out)

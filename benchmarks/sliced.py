@@ -25,10 +25,9 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+import harness
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIBRARIES = ("otkit", "otkit-xla", "pot", "ott")
@@ -45,24 +44,6 @@ TIMEOUT_S = 1200
 
 def _ru_maxrss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _peak_rss_mb() -> float:
-  """Peak resident memory of this process in MB.
-
-  On Linux ``ru_maxrss`` of an exec'd child starts at its parent's resident size (the kernel
-  records the forked address space's high-water mark at ``exec``), so a large parent (a test
-  runner) inflates it; ``VmHWM`` belongs to the exec'd address space alone. Both agree when the
-  parent is small, as this script's driver is.
-  """
-  try:
-    with open("/proc/self/status") as status:
-      for line in status:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) / 1024.0
-  except OSError:
-    pass
-  return _ru_maxrss_mb()
 
 
 def _data(n: int, d: int, to_device):
@@ -116,36 +97,21 @@ def _runner(library: str, n_projections: int):
 def measure(library: str, n: int, d: int, n_projections: int) -> dict:
   run, to_device = _runner(library, n_projections)
   x, y = _data(n, d, to_device)
-  baseline = _peak_rss_mb()
-  start = time.perf_counter()
-  value = run(0, x, y)
-  first = time.perf_counter() - start
+  baseline = harness.peak_rss_mb()
+  first, value = harness.clock(lambda: run(0, x, y))  # key 0; tracing and compilation
   repeats = 5 if first < 3 else 3 if first < 30 else 2
-  times = []
-  for i in range(1, repeats + 1):
-    start = time.perf_counter()
-    run(i, x, y)
-    times.append(time.perf_counter() - start)
-  times.sort()
-  median = times[len(times) // 2] if len(times) % 2 else 0.5 * sum(times[len(times) // 2 - 1:][:2])
+  keys = iter(range(1, repeats + 1))  # a new key for every timed call
+  timing = harness.timed(lambda: run(next(keys), x, y), repeats=repeats, warmup=False)
+  median = timing.median_s
   return dict(library=library, n=n, d=d, L=n_projections, value=value, first_call_s=first,
-              median_s=median, runs=times, compile_s=max(first - median, 0.0),
-              peak_rss_mb=_peak_rss_mb(), ru_maxrss_mb=_ru_maxrss_mb(),
+              median_s=median, runs=timing.times, compile_s=max(first - median, 0.0),
+              peak_rss_mb=harness.peak_rss_mb(), ru_maxrss_mb=_ru_maxrss_mb(),
               rss_before_call_mb=baseline)
 
 
 def _spawn(library: str, n: int, d: int, n_projections: int) -> dict:
-  cmd = [sys.executable, __file__, "--worker", library, str(n), str(d), str(n_projections)]
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
-  except subprocess.TimeoutExpired:
-    return dict(library=library, n=n, d=d, L=n_projections, error=f"timeout ({TIMEOUT_S} s)")
-  lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-  if proc.returncode != 0 or not lines:
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return dict(library=library, n=n, d=d, L=n_projections,
-                error=f"exit {proc.returncode}: {tail[0][:200]}")
-  return json.loads(lines[-1])
+  return harness.spawn(__file__, (library, n, d, n_projections), timeout_s=TIMEOUT_S,
+                       describe=dict(library=library, n=n, d=d, L=n_projections))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +262,6 @@ def main(argv=None):
   variance = [] if args.skip_variance else variance_study(args.quick)
   meta = dict(machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}",
               quick=args.quick, python=platform.python_version())
-  args.out.mkdir(parents=True, exist_ok=True)
   stem = "sliced.quick" if args.quick else "sliced"
   if args.update and (args.out / f"{stem}.json").exists():
     old = json.loads((args.out / f"{stem}.json").read_text())
@@ -304,11 +269,8 @@ def main(argv=None):
     results = [r for r in old["timing"] if (r["library"], r["n"], r["d"], r["L"]) not in fresh] + \
         results
     variance = variance or old.get("variance", [])
-  (args.out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, timing=results,
-                                                         variance=variance), indent=1))
-  table = markdown(results, variance, meta)
-  (args.out / f"{stem}.md").write_text(table)
-  print(table)
+  print(harness.write_results(args.out, stem, dict(meta=meta, timing=results, variance=variance),
+                              markdown(results, variance, meta)))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 import otkit
 
 MODES = ("implicit", "unroll", "envelope")
@@ -34,14 +35,7 @@ def _loss(mode, x, a, epsilon, tau_a):
   return out.value + jnp.dot(WF, out.f) + jnp.dot(WG, out.g)
 
 
-def _central_difference(fn, point, direction, h=1e-5):
-  return (fn(point + h * direction) - fn(point - h * direction)) / (2 * h)
-
-
-def _assert_directional(fn, point, direction):
-  exact = jnp.vdot(jax.grad(fn)(point), direction)
-  fd = _central_difference(fn, point, direction)
-  np.testing.assert_allclose(exact, fd, rtol=1e-5, atol=1e-9)
+_assert_directional = helpers.assert_directional_derivative
 
 
 @pytest.mark.parametrize("mode", MODES)
