@@ -110,10 +110,10 @@ def test_labelled_geometry_is_the_divergence_of_the_augmented_costs():
   np.fill_diagonal(w_xx, 0.0)
   np.fill_diagonal(w_yy, 0.0)
   geom = otkit.LabelledPointCloud(x, lx, y, ly, w_xy, label_cost_xx=w_xx, label_cost_yy=w_yy)
-  div = otkit.sinkhorn_divergence(geom, epsilon=0.3, solver=otkit.Sinkhorn(tol=1e-12,
+  div = otkit.sinkhorn_divergence(geom, epsilon=1.0, solver=otkit.Sinkhorn(tol=1e-12,
                                                                             max_iters=10000))
-  ref = (_entropic_value(x, y, ot.dist(x, y) + w_xy[lx][:, ly], 0.3)
-         - 0.5 * _entropic_value(x, x, ot.dist(x, x) + w_xx[lx][:, lx], 0.3)
-         - 0.5 * _entropic_value(y, y, ot.dist(y, y) + w_yy[ly][:, ly], 0.3))
+  ref = (_entropic_value(x, y, ot.dist(x, y) + w_xy[lx][:, ly], 1.0)
+         - 0.5 * _entropic_value(x, x, ot.dist(x, x) + w_xx[lx][:, lx], 1.0)
+         - 0.5 * _entropic_value(y, y, ot.dist(y, y) + w_yy[ly][:, ly], 1.0))
   assert bool(div.converged)
   np.testing.assert_allclose(div.value, ref, rtol=1e-8)
