@@ -152,18 +152,6 @@ def _finite(*arrays) -> Array:
 # ----------------------------------------------------------------------------- loops
 
 
-def bounded_loop(cond, body, init, max_steps: int, differentiable: bool):
-  """``while cond(s): s = body(s)``; ``cond`` must itself stop within ``max_steps``.
-
-  ``differentiable=True`` runs a ``lax.scan`` of ``max_steps`` steps that freezes once ``cond``
-  fails, so that reverse-mode differentiation can unroll it.
-  """
-  if differentiable:
-    step = lambda s, _: (jax.lax.cond(cond(s), body, lambda t: t, s), None)
-    return jax.lax.scan(step, init, None, length=max_steps)[0]
-  return jax.lax.while_loop(cond, body, init)
-
-
 class Search(NamedTuple):
   """Line-search state: ``j`` halvings tried, ``done`` once a step is accepted."""
 
@@ -205,7 +193,7 @@ def line_search(problem: _dual.Problem, geom_t, state: NewtonState, grad, direct
     return Search(search.j + 1, ok, new)
 
   cond = lambda s: ~s.done & (s.j < MAX_BACKTRACKS)
-  search = bounded_loop(cond, body, Search(jnp.asarray(0, jnp.int32), jnp.asarray(False), state),
+  search = S.bounded_loop(cond, body, Search(jnp.asarray(0, jnp.int32), jnp.asarray(False), state),
                         MAX_BACKTRACKS, differentiable)
   new = jax.tree.map(lambda c, s: jnp.where(search.done, c, s), search.candidate, state)
   return search.done, search.done & (first == 1.0) & (search.j == 1), new
@@ -252,13 +240,9 @@ def sinkhorn_sweep(problem: _dual.Problem, geom_t, state: NewtonState) -> Newton
   an over-relaxed sweep that would decrease it is discarded, and the later ones use ``ω = 1``.
   """
   eps, omega = problem.epsilon, state.omega
-
-  def update(potential, tau, lse):
-    return (1.0 - omega) * potential - omega * eps / (1.0 + eps * _dual.inv_rho(eps, tau)) * lse
-
-  f = update(state.f, problem.tau_a, state.lf)
+  f = S.relaxed_update(state.f, state.lf, omega, eps, _dual.inv_rho(eps, problem.tau_a))
   lg, _, _ = H.column_pass(problem, geom_t, f, None)
-  g = update(state.g, problem.tau_b, lg)
+  g = S.relaxed_update(state.g, lg, omega, eps, _dual.inv_rho(eps, problem.tau_b))
   lf = row_pass(problem, g)
   finite = _finite(f, g, lf, lg)
   ok = finite & (dual_increase(problem, state, f, g, lg) >= -rounding_level(problem, state))
@@ -296,7 +280,7 @@ def run_newton(problem: _dual.Problem, state: NewtonState, tol: Array, *, sizes:
   def cond(s):
     return (s.error > tol) & (s.stage2 < max_newton_iters) & ~s.failed & (s.stall < PATIENCE)
 
-  return bounded_loop(cond, body, state, max_newton_iters, differentiable)
+  return S.bounded_loop(cond, body, state, max_newton_iters, differentiable)
 
 
 # ----------------------------------------------------------------------------- the solve

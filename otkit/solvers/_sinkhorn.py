@@ -129,6 +129,12 @@ def _accept(new: SinkhornState, state: SinkhornState) -> SinkhornState:
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
+def relaxed_update(potential: Array, lse: Array, omega: Array, epsilon: Array, s: Array) -> Array:
+  """``(1 − ω) f + ω T(f)`` with the log-domain update ``T = −ε / (1 + ε s) · lse`` of a marginal
+  whose relaxation is ``s = 1/ρ`` (0 when balanced); ``ω = 1`` is the plain update."""
+  return (1.0 - omega) * potential - omega * epsilon / (1.0 + epsilon * s) * lse
+
+
 def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
                   state: SinkhornState) -> SinkhornState:
   """One over-relaxed sweep (f-update, g-update) and the error of the new pair, 2 row reductions.
@@ -141,9 +147,9 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
   s_a = _dual.inv_rho(problem.epsilon, problem.tau_a)
   s_b = _dual.inv_rho(problem.epsilon, problem.tau_b)
   omega = state.omega
-  f = (1.0 - omega) * state.f - omega * eps / (1.0 + eps * s_a) * state.lf
+  f = relaxed_update(state.f, state.lf, omega, eps, s_a)
   lg = _half_step(geom_t, _dual.safe_log(problem.a), f, eps)
-  g = (1.0 - omega) * state.g - omega * eps / (1.0 + eps * s_b) * lg
+  g = relaxed_update(state.g, lg, omega, eps, s_b)
   lf = _half_step(problem.geom, _dual.safe_log(problem.b), g, eps_next)
   error = row_error(problem, f, lf, eps_next) + column_error(problem, g, lg, eps)
   at_target = state.at_target + schedule.at_target(state.it).astype(state.at_target.dtype)
@@ -209,10 +215,19 @@ def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, 
   state = initial_state(problem, schedule, *init, symmetric=symmetric)
   if fixed_iters is not None:
     return jax.lax.scan(lambda s, _: (step(s), None), state, None, length=fixed_iters)[0]
+  return bounded_loop(lambda s: ~done(s), step, state, max_iters, differentiable)
+
+
+def bounded_loop(cond, body, init, max_steps: int, differentiable: bool):
+  """``while cond(s): s = body(s)``; ``cond`` must itself stop within ``max_steps``.
+
+  ``differentiable=True`` runs a ``lax.scan`` of ``max_steps`` steps that freezes once ``cond``
+  fails, so that reverse-mode differentiation can unroll it.
+  """
   if differentiable:
-    body = lambda s, _: (jax.lax.cond(done(s), lambda t: t, step, s), None)
-    return jax.lax.scan(body, state, None, length=max_iters)[0]
-  return jax.lax.while_loop(lambda s: ~done(s), step, state)
+    step = lambda s, _: (jax.lax.cond(cond(s), body, lambda t: t, s), None)
+    return jax.lax.scan(step, init, None, length=max_steps)[0]
+  return jax.lax.while_loop(cond, body, init)
 
 
 def anneal_start(problem: _dual.Problem, anneal: bool | str) -> Array:
