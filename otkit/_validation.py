@@ -28,18 +28,23 @@ def concrete_values(x: Any) -> np.ndarray | None:
 
 
 def as_float_array(name: str, x: Any, dtype=None) -> Array:
-  """Converts ``x`` to a floating JAX array, keeping its precision."""
+  """Converts ``x`` to a floating JAX array, keeping its precision.
+
+  A concrete ``x`` stays concrete even while a caller's function is traced (an array that a
+  jitted function closes over), so that its values are checked like those of an eager call.
+  """
   if x is None:
     raise ValueError(f"`{name}` is required, got None.")
-  try:
-    arr = jnp.asarray(x)
-  except TypeError as err:
-    raise ValueError(f"`{name}` must be an array of numbers, got {type(x).__name__}.") from err
-  if dtype is None:
-    dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else jnp.result_type(float)
-  if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
-    raise ValueError(f"`{name}` must hold numbers, got dtype {arr.dtype}.")
-  return arr.astype(dtype)
+  with jax.ensure_compile_time_eval():
+    try:
+      arr = jnp.asarray(x)
+    except TypeError as err:
+      raise ValueError(f"`{name}` must be an array of numbers, got {type(x).__name__}.") from err
+    if dtype is None:
+      dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else jnp.result_type(float)
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
+      raise ValueError(f"`{name}` must hold numbers, got dtype {arr.dtype}.")
+    return arr.astype(dtype)
 
 
 def check_finite(name: str, x: Array) -> None:
@@ -70,7 +75,8 @@ def check_points(name: str, x: Any, dtype=None) -> Array:
 def check_weights(name: str, w: Any, n: int, dtype) -> Array:
   """Validates a weight vector of shape ``(n,)``; ``None`` means uniform ``1/n``."""
   if w is None:
-    return jnp.full((n,), 1.0 / n, dtype=dtype)
+    with jax.ensure_compile_time_eval():  # concrete, also while a caller's function is traced
+      return jnp.full((n,), 1.0 / n, dtype=dtype)
   arr = as_float_array(name, w, dtype)
   if arr.shape != (n,):
     raise ValueError(f"`{name}` must have shape ({n},) to match the points; got shape {arr.shape}.")

@@ -59,6 +59,15 @@ def psi(f: Array, s: Array) -> Array:
   return f * _one_minus_exp_over(f * s)
 
 
+def weighted_psi(w: Array, f: Array, s: Array) -> Array:
+  """``w_i ψ(f_i)`` entrywise, 0 where ``w_i = 0`` (there ``ψ`` may overflow: 0 × ∞ is no term).
+
+  The double ``where`` keeps the gradient finite too.
+  """
+  positive = w > 0
+  return jnp.where(positive, w * psi(jnp.where(positive, f, 0.0), s), 0.0)
+
+
 def marginal_targets(problem: Problem, f: Array, g: Array) -> tuple[Array, Array]:
   """The marginals the plan must have at the optimum: ``a·exp(−f/ρ_a)``, ``b·exp(−g/ρ_b)``."""
   s_a = inv_rho(problem.epsilon, problem.tau_a)
@@ -91,7 +100,7 @@ def dual_objective(problem: Problem, f: Array, g: Array, total_mass: Array | Non
   s_a = inv_rho(eps, problem.tau_a)
   s_b = inv_rho(eps, problem.tau_b)
   mass = jnp.sum(problem.a) * jnp.sum(problem.b)
-  return (jnp.sum(problem.a * psi(f, s_a)) + jnp.sum(problem.b * psi(g, s_b))
+  return (jnp.sum(weighted_psi(problem.a, f, s_a)) + jnp.sum(weighted_psi(problem.b, g, s_b))
           - eps * (total_mass - mass))
 
 

@@ -133,8 +133,9 @@ def dual_increase(problem: _dual.Problem, state: NewtonState, f: Array, g: Array
   s_b = _dual.inv_rho(eps, problem.tau_b)
   _, col = marginal_pair(problem, state)
   mass_change = jnp.sum(col * jnp.expm1((g - state.g) / eps + lg - state.lg))
-  return (jnp.sum(problem.a * (_dual.psi(f, s_a) - _dual.psi(state.f, s_a)))
-          + jnp.sum(problem.b * (_dual.psi(g, s_b) - _dual.psi(state.g, s_b)))
+  psi_a, psi_b = _dual.weighted_psi, _dual.weighted_psi
+  return (jnp.sum(psi_a(problem.a, f, s_a) - psi_a(problem.a, state.f, s_a))
+          + jnp.sum(psi_b(problem.b, g, s_b) - psi_b(problem.b, state.g, s_b))
           - eps * mass_change)
 
 

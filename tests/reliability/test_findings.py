@@ -1,0 +1,50 @@
+"""Regression tests of inputs that once gave silently wrong outputs (one test per finding)."""
+
+import jax
+import numpy as np
+import ot
+import pytest
+
+import otkit
+
+
+def _kl(p, q):
+  """``Σ p log(p/q) − p + q`` with ``0 log 0 = 0``."""
+  p, q = np.asarray(p, float), np.asarray(q, float)
+  terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / q), 0.0)
+  return np.sum(terms - p + q)
+
+
+def test_unbalanced_zero_weight_gives_a_finite_value(dtype):
+  # b = (0, 1): the zero-weight target point must not enter the dual objective as 0 × ∞.
+  # Oracle: POT's unbalanced plan of the same problem without that point, whose objective
+  # ⟨C,P⟩ + ε KL(P‖a⊗b) + ρ KL(P1‖a) + ρ KL(Pᵀ1‖b), ρ = ε τ/(1 − τ), is evaluated here.
+  x, y = np.array([[0.0], [1.0], [2.0]], dtype), np.array([[0.0], [3.0]], dtype)
+  a, b = np.full(3, 1 / 3, dtype), np.array([0.0, 1.0], dtype)
+  eps, tau = 0.01, 0.5
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=eps, tau_a=tau, tau_b=tau)
+  assert bool(out.converged) and np.isfinite(out.value)
+  rho = eps * tau / (1 - tau)
+  cost = (x.astype(float) - 3.0) ** 2
+  plan = ot.unbalanced.sinkhorn_unbalanced(a.astype(float), np.ones(1), cost, eps, (rho, rho),
+                                           reg_type="kl", method="sinkhorn_stabilized",
+                                           numItermax=100000, stopThr=1e-14)
+  ref = (np.sum(cost * plan) + eps * _kl(plan, a[:, None] * 1.0)
+         + rho * _kl(plan.sum(1), a) + rho * _kl(plan.sum(0), np.ones(1)))
+  np.testing.assert_allclose(out.value, ref, rtol=1e-5 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("field, message", [("x", "`x` contains"), ("a", "`a` has negative"),
+                                            ("b", "different total mass")])
+def test_arrays_closed_over_by_a_jitted_function_are_checked(field, message):
+  # The same checks as an eager call: NaN points, negative weights, unequal mass.
+  x = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+  y, a, b = x + 1.0, np.full(5, 0.2, np.float32), None
+  if field == "x":
+    x[0, 0] = np.nan
+  elif field == "a":
+    a[:2] = -0.2, 0.6
+  else:
+    b = np.full(5, 0.4, np.float32)
+  with pytest.raises(ValueError, match=message):
+    jax.jit(lambda: otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.1).value)()
