@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -25,20 +26,31 @@ class CommandError(Exception):
   """An error in what the user asked for, reported on one line."""
 
 
+# What NumPy raises on an empty, truncated or corrupt .npy/.npz/.csv file.
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def _real(arr: np.ndarray, path: str, what: str) -> np.ndarray:
+  """``arr`` if it holds real numbers (integers, booleans or floats)."""
+  if arr.dtype.kind not in "biuf":
+    raise CommandError(f"{what}: {path} holds {arr.dtype} values; expected real numbers.")
+  return arr
+
+
 def _load_array(path: str, what: str) -> np.ndarray:
   try:
     if path.endswith(".npz"):
-      with np.load(path) as data:
+      with np.load(path, allow_pickle=False) as data:
         if len(data.files) != 1:
           raise CommandError(f"{what}: {path} holds {len(data.files)} arrays; expected one.")
-        return np.asarray(data[data.files[0]])
+        return _real(np.asarray(data[data.files[0]]), path, what)
     if path.endswith((".csv", ".txt")):
       return np.loadtxt(path, delimiter="," if path.endswith(".csv") else None, ndmin=2)
-    return np.load(path, allow_pickle=False)
+    return _real(np.load(path, allow_pickle=False), path, what)
   except FileNotFoundError as err:
     raise CommandError(f"{what}: no such file: {path}") from err
-  except (OSError, ValueError) as err:
-    raise CommandError(f"{what}: cannot read {path} ({err})") from err
+  except _UNREADABLE as err:
+    raise CommandError(f"{what}: cannot read {path} ({type(err).__name__}: {err})") from err
 
 
 def _cost(name: str):
@@ -193,14 +205,15 @@ def _load_dataset(path: str, what: str):
   if not path.endswith(".npz"):
     raise CommandError(f"{what}: {path} must be an .npz file holding arrays `x` and `y`.")
   try:
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
       if "x" not in data.files or "y" not in data.files:
         raise CommandError(f"{what}: {path} holds {data.files}; expected arrays `x` and `y`.")
-      x, y = np.asarray(data["x"]), np.asarray(data["y"])
+      x = _real(np.asarray(data["x"]), path, what)
+      y = np.asarray(data["y"])
   except FileNotFoundError as err:
     raise CommandError(f"{what}: no such file: {path}") from err
-  except (OSError, ValueError) as err:
-    raise CommandError(f"{what}: cannot read {path} ({err})") from err
+  except _UNREADABLE as err:
+    raise CommandError(f"{what}: cannot read {path} ({type(err).__name__}: {err})") from err
   return (x[:, None] if x.ndim == 1 else x), y
 
 

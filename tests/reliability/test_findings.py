@@ -48,3 +48,27 @@ def test_arrays_closed_over_by_a_jitted_function_are_checked(field, message):
     b = np.full(5, 0.4, np.float32)
   with pytest.raises(ValueError, match=message):
     jax.jit(lambda: otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=0.1).value)()
+
+
+@pytest.mark.parametrize("command", ["distance", "otdd"])
+@pytest.mark.parametrize("content", ["empty", "garbage", "complex"])
+def test_cli_unreadable_files_give_one_line_and_exit_2(tmp_path, capsys, command, content):
+  from otkit import cli
+
+  good = tmp_path / "good.npz"
+  np.savez(good, x=np.ones((4, 2)), y=np.zeros(4, int))
+  bad = tmp_path / ("bad.npz" if command == "otdd" else "bad.npy")
+  if content == "empty":
+    bad.write_bytes(b"")
+  elif content == "garbage":
+    bad.write_text("not an array\n")
+  elif command == "otdd":
+    np.savez(bad, x=np.ones((4, 2)) + 1j, y=np.zeros(4, int))
+  else:
+    np.save(bad, np.ones((4, 2)) + 1j)
+  other = good if command == "otdd" else tmp_path / "y.npy"
+  if command == "distance":
+    np.save(other, np.ones((4, 2)))
+  assert cli.main([command, str(bad), str(other), "--epsilon", "0.1"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(f"otkit {command}: error:") and "bad.np" in err[0]
