@@ -11,10 +11,12 @@ Convention: :class:`SqEuclidean` is ``‖x − y‖²`` (no ½), as in POT and o
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -87,6 +89,8 @@ class Cosine:
 class PNorm:
   """``c(x, y) = ‖x − y‖_p^power`` with ``p >= 1`` and ``power > 0`` (both traced).
 
+  Numbers outside those ranges raise a ``ValueError``; the gradient at ``x = y`` is 0.
+
   Example:
     >>> import jax.numpy as jnp, otkit
     >>> cost = otkit.PNorm(p=1.0, power=1.0)   # Manhattan distance
@@ -99,12 +103,25 @@ class PNorm:
 
   symmetric = True
 
+  def __post_init__(self):
+    # Python numbers are checked here; arrays (possibly traced) at the caller's discretion.
+    for name, low, strict in (("p", 1.0, False), ("power", 0.0, True)):
+      value = getattr(self, name)
+      if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        ok = math.isfinite(value) and (value > low if strict else value >= low)
+        if not ok:
+          raise ValueError(f"`{name}` of PNorm must be a finite number "
+                           f"{'>' if strict else '>='} {low:g}; got {value!r}.")
+
   def __call__(self, x: Array, y: Array) -> Array:
+    # Double `where`s: at x = y the norm is 0 and so is its gradient (no 0 · ∞ from t^(1/p)).
     z = jnp.abs(x - y)
     zmax = jnp.max(z)
-    safe = jnp.where(zmax > 0, zmax, 1.0)
-    norm = safe * jnp.sum((z / safe) ** self.p) ** (1.0 / self.p)
-    return jnp.where(zmax > 0, norm, 0.0) ** self.power
+    apart = zmax > 0
+    safe = jnp.where(apart, zmax, 1.0)
+    total = jnp.where(apart, jnp.sum((z / safe) ** self.p), 1.0)
+    norm = safe * total ** (1.0 / self.p)
+    return jnp.where(apart, norm ** self.power, 0.0)
 
   def pairwise(self, x: Array, y: Array) -> Array:
     return _pairwise_by_vmap(self, x, y)

@@ -72,3 +72,28 @@ def test_cli_unreadable_files_give_one_line_and_exit_2(tmp_path, capsys, command
   assert cli.main([command, str(bad), str(other), "--epsilon", "0.1"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith(f"otkit {command}: error:") and "bad.np" in err[0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(p=-1.0), dict(p=0.5), dict(power=0.0), dict(power=-1.0)])
+def test_pnorm_outside_its_range_raises(kwargs):
+  with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}` of PNorm"):
+    otkit.PNorm(**kwargs)
+
+
+@pytest.mark.parametrize("cost_fn", [otkit.PNorm(2.0, 1.0), otkit.PNorm(1.5, 1.0)])
+def test_divergence_gradient_with_p_norms_is_finite_at_coincident_points(cost_fn):
+  # The self-problem OT(x, x) has zero distances on its diagonal, where t ↦ t^(1/p) has an
+  # infinite derivative: the gradient must stay finite and match central differences (float64).
+  x = np.random.default_rng(0).normal(size=(6, 2))
+  solver = otkit.Sinkhorn(tol=1e-12, max_iters=5000, grad_mode="envelope")
+
+  def value(x):
+    return otkit.sinkhorn_divergence(x, x[::-1] + 0.3, epsilon=0.5, cost_fn=cost_fn,
+                                     solver=solver).value
+
+  grad = jax.grad(value)(x)
+  assert np.all(np.isfinite(grad))
+  direction = np.random.default_rng(1).normal(size=x.shape)
+  h = 1e-6
+  fd = (value(x + h * direction) - value(x - h * direction)) / (2 * h)
+  np.testing.assert_allclose(np.vdot(grad, direction), fd, rtol=1e-6)
