@@ -30,6 +30,9 @@ def concrete_values(x: Any) -> np.ndarray | None:
 def as_float_array(name: str, x: Any, dtype=None) -> Array:
   """Converts ``x`` to a floating JAX array, keeping its precision.
 
+  Integers and booleans are converted to the default floating dtype (float32, or float64 with
+  ``jax_enable_x64``); complex numbers, strings and ragged lists raise a ``ValueError``.
+
   A concrete ``x`` stays concrete even while a caller's function is traced (an array that a
   jitted function closes over), so that its values are checked like those of an eager call.
   """
@@ -38,12 +41,16 @@ def as_float_array(name: str, x: Any, dtype=None) -> Array:
   with jax.ensure_compile_time_eval():
     try:
       arr = jnp.asarray(x)
-    except TypeError as err:
-      raise ValueError(f"`{name}` must be an array of numbers, got {type(x).__name__}.") from err
-    if dtype is None:
-      dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else jnp.result_type(float)
+    except (TypeError, ValueError) as err:  # strings, objects, ragged nested lists
+      raise ValueError(f"`{name}` must be an array of numbers, got {type(x).__name__} "
+                       f"({err}).") from err
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+      raise ValueError(f"`{name}` must hold real numbers, got dtype {arr.dtype}; pass its real "
+                       "part (`x.real`) or split real and imaginary parts into coordinates.")
     if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
       raise ValueError(f"`{name}` must hold numbers, got dtype {arr.dtype}.")
+    if dtype is None:
+      dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else jnp.result_type(float)
     return arr.astype(dtype)
 
 
@@ -155,7 +162,14 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 def common_dtype(*arrays: Any):
   """The floating dtype of the inputs (float32 unless one of them is float64)."""
-  dtypes = [jnp.asarray(x).dtype for x in arrays if x is not None]
+  dtypes = []
+  for x in arrays:
+    try:
+      if x is not None:
+        dtypes.append(jnp.asarray(x).dtype)
+    except (TypeError, ValueError):  # not an array of numbers: the argument's own check names it
+      pass
+  dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.number) or d == bool]
   dtype = jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
   return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
 

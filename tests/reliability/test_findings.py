@@ -97,3 +97,17 @@ def test_divergence_gradient_with_p_norms_is_finite_at_coincident_points(cost_fn
   h = 1e-6
   fd = (value(x + h * direction) - value(x - h * direction)) / (2 * h)
   np.testing.assert_allclose(np.vdot(grad, direction), fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [(np.ones((4, 2)) + 1j, "real numbers"),
+                                          ("abc", "array of numbers"),
+                                          ([[1.0, 2.0], [3.0]], "array of numbers")])
+def test_complex_strings_and_ragged_lists_name_the_argument(bad, message):
+  key, good = jax.random.key(0), np.ones((4, 2))
+  calls = [lambda: otkit.sinkhorn(otkit.PointCloud(bad, good), epsilon=1.0),
+           lambda: otkit.sliced_wasserstein(key, bad, good),
+           lambda: otkit.wasserstein_1d(good[:, 0], bad),
+           lambda: otkit.gaussian_w2(bad, np.eye(2), np.zeros(2), np.eye(2))]
+  for call in calls:
+    with pytest.raises(ValueError, match=message):
+      call()
