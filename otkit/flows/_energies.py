@@ -271,7 +271,7 @@ class Energy:
   weights: tuple
 
   def __call__(self, x: Array) -> Array:
-    x = V.as_float_array("x", x)
+    x = V.check_points("x", x)
     total = jnp.zeros((), x.dtype)
     for term, weight in zip(self.terms, self.weights):
       total = total + weight.astype(x.dtype) * jnp.asarray(term.value(x), x.dtype)

@@ -171,7 +171,7 @@ def check(out):
     True
   """
   if not hasattr(out, "result"):
-    raise TypeError(f"`otkit.check` takes an otkit output (with a `result` code); got "
+    raise TypeError(f"`out` must be an otkit output (with a `result` code); got "
                     f"{type(out).__name__}.")
   if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(out)):
     raise ValueError("`otkit.check` inspects values: call it outside `jax.jit`.")

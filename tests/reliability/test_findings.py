@@ -111,3 +111,20 @@ def test_complex_strings_and_ragged_lists_name_the_argument(bad, message):
   for call in calls:
     with pytest.raises(ValueError, match=message):
       call()
+
+
+def test_derived_quantities_validate_their_inputs():
+  x = np.random.default_rng(0).normal(size=(5, 2))
+  geom = otkit.PointCloud(x, x + 1.0)
+  out = otkit.solve(geom, epsilon=0.5)
+  with pytest.raises(ValueError, match="`vec` must have shape"):
+    otkit.apply_plan(geom, out, np.ones(7))
+  with pytest.raises(TypeError, match="`out` must be an otkit output"):
+    otkit.check(None)
+  with pytest.raises(ValueError, match="`out` must be an otkit.SinkhornOutput"):
+    otkit.transport_cost(geom, None)
+  energy = otkit.flows.sinkhorn_divergence_to(x, epsilon=0.1)
+  with pytest.raises(ValueError, match="`x` contains"):
+    energy(np.where(np.arange(10).reshape(5, 2) == 0, np.nan, x))
+  with pytest.raises(ValueError, match="total mass"):
+    otkit.flows.sinkhorn_divergence_to(x, np.full(5, 0.4), epsilon=0.1)
