@@ -142,7 +142,10 @@ def check_equal_mass(a: Array, b: Array, tau_a: Array | None = None, tau_b: Arra
     return
   va, vb = values
   ma, mb = float(va.sum()), float(vb.sum())
-  tol = 1e-5 if va.dtype == np.float32 or vb.dtype == np.float32 else 1e-10
+  # Rounding of a sum of n weights grows with n and the dtype's resolution (bfloat16: 2⁻⁷).
+  resolution = max(float(jnp.finfo(va.dtype).eps), float(jnp.finfo(vb.dtype).eps))
+  base = 1e-10 if resolution < 1e-10 else 1e-5
+  tol = max(base, resolution * max(va.size, vb.size))
   if abs(ma - mb) > tol * max(ma, mb):
     relax = "" if tau_a is None and tau_b is None else " or pass tau_a/tau_b < 1"
     raise ValueError(f"`{names[0]}` and `{names[1]}` have different total mass ({ma:.6g} vs "

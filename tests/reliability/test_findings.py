@@ -128,3 +128,14 @@ def test_derived_quantities_validate_their_inputs():
     energy(np.where(np.arange(10).reshape(5, 2) == 0, np.nan, x))
   with pytest.raises(ValueError, match="total mass"):
     otkit.flows.sinkhorn_divergence_to(x, np.full(5, 0.4), epsilon=0.1)
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+def test_half_precision_default_weights_pass_the_mass_check(dtype_name):
+  # Uniform 1/11 weights sum to 1 only to the dtype's resolution (bfloat16: 1.0078).
+  x = jax.numpy.asarray(np.random.default_rng(0).normal(size=(11, 2)), dtype_name)
+  out = otkit.sinkhorn(otkit.PointCloud(x, x + 1.0), epsilon=1.0, max_iters=50)
+  assert out.f.dtype == x.dtype and np.isfinite(np.float32(out.value))
+  with pytest.raises(ValueError, match="total mass"):
+    otkit.sinkhorn(otkit.PointCloud(x, x + 1.0), None, jax.numpy.full(11, 0.2, dtype_name),
+                   epsilon=1.0)
