@@ -25,7 +25,7 @@ from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
 from otkit.solvers import _implicit
-from otkit.solvers._output import SinkhornOutput, result_code
+from otkit.solvers._output import Result, SinkhornOutput, result_code
 
 Array = jax.Array
 
@@ -292,6 +292,13 @@ def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: st
       f, g = jax.lax.stop_gradient((f, g))
   result, n_iters, error = jax.lax.stop_gradient(aux)
   value = _dual.dual_objective(problem, f, g)
+  # Never a number that looks like an answer: non-finite potentials or error (costs or ε at the
+  # edge of the dtype's range), or a non-finite value of a converged solve, are NON_FINITE. (An
+  # unconverged solve stopped early in an annealing schedule may have a value of -inf at the
+  # target ε; its code already says it did not converge.)
+  finite = jnp.isfinite(error) & jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
+  finite = finite & ((result != Result.CONVERGED) | jnp.isfinite(value))
+  result = jnp.where(jax.lax.stop_gradient(finite), result, Result.NON_FINITE).astype(result.dtype)
   return SinkhornOutput(f=f, g=g, value=value, result=result, n_iters=n_iters, error=error,
                         a=problem.a, b=problem.b, epsilon=problem.epsilon, tau_a=problem.tau_a,
                         tau_b=problem.tau_b, fingerprint=G.fingerprint(problem.geom))

@@ -139,3 +139,17 @@ def test_half_precision_default_weights_pass_the_mass_check(dtype_name):
   with pytest.raises(ValueError, match="total mass"):
     otkit.sinkhorn(otkit.PointCloud(x, x + 1.0), None, jax.numpy.full(11, 0.2, dtype_name),
                    epsilon=1.0)
+
+
+@pytest.mark.parametrize("scale, epsilon", [(1e18, 0.1), (1e30, 0.1), (1.0, 1e-12)])
+def test_extreme_scales_are_never_reported_as_answers(scale, epsilon):
+  # float32 cannot represent these problems' kernels: the result says so (NON_FINITE, or not
+  # converged), and otkit.check raises; no finite-looking value passes as converged.
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(20, 2)).astype(np.float32), rng.normal(size=(15, 2)).astype(np.float32)
+  out = otkit.sinkhorn(otkit.PointCloud(scale * x, scale * y), epsilon=epsilon)
+  assert not bool(out.converged)
+  if not (np.isfinite(out.error) and np.all(np.isfinite(out.f))):
+    assert int(out.result) == otkit.Result.NON_FINITE
+  with pytest.raises(RuntimeError):
+    otkit.check(out)
