@@ -37,10 +37,13 @@ RATE_WINDOW = 8
 OMEGA_MAX = 1.9
 # anneal="auto" anneals when ε ≤ ANNEAL_BELOW × the mean cost.
 ANNEAL_BELOW = 3e-3
-# The loop also stops when the error at the target ε has stayed within 2× of its best value
-# without improving it by 1 % for STALL_SWEEPS sweeps and half of the sweeps done at the target
-# ε: the floor of the floating-point precision (float32 at small ε).
+# The loop also stops at the floor of the floating-point precision (float32 at small ε): when,
+# for STALL_SWEEPS sweeps, the error has not improved by 1 % and the potentials have not moved
+# beyond rounding (a spread of their change since the
+# best error of at most STALL_MOVE × the dtype's resolution × their size). A long plateau on which
+# the potentials still drift (mass shifting between nearly separate blocks) is no floor.
 STALL_SWEEPS = 300
+STALL_MOVE = 16.0
 
 
 class SinkhornState(NamedTuple):
@@ -48,7 +51,8 @@ class SinkhornState(NamedTuple):
 
   ``at_target`` counts sweeps done at the target ε, ``anchor`` is the error after the first of
   them and ``omega`` the relaxation factor in use; ``best`` is the smallest error at the target
-  ε and ``stall`` the number of sweeps since it last improved by 1 %.
+  ε, ``f_best`` the potential then, and ``stall`` the number of sweeps since, if the potentials
+  have not moved beyond rounding (see ``STALL_SWEEPS``).
   """
 
   f: Array
@@ -61,6 +65,7 @@ class SinkhornState(NamedTuple):
   anchor: Array
   omega: Array
   best: Array
+  f_best: Array
   stall: Array
 
 
@@ -112,14 +117,20 @@ def relaxation(state: SinkhornState, error: Array, at_target: Array) -> tuple[Ar
   return anchor, jax.lax.stop_gradient(omega)
 
 
-def progress(state: SinkhornState, error: Array, at_target: Array) -> tuple[Array, Array]:
-  """The next ``(best, stall)``: sweeps at the target ε spent within 2× of the best error without
-  improving it by 1 % (a transient far above the best error is not a stall)."""
+def progress(state: SinkhornState, f: Array, g: Array, error: Array,
+             at_target: Array) -> tuple[Array, Array, Array]:
+  """The next ``(best, f_best, stall)`` (see ``STALL_SWEEPS``): a sweep stalls when it neither
+  improves the best error by 1 % nor leaves the potentials moved, since the best error, by more
+  than rounding (the spread of ``f − f_best``, which ignores a constant shift)."""
   restart = at_target <= RATE_WINDOW + 1  # from the choice of ω on
   improved = (error < 0.99 * state.best) | restart
   best = jnp.where(improved, error, state.best)
-  stall = jnp.where(improved | (error > 2.0 * best), 0, state.stall + 1)
-  return best, stall
+  shift = f - state.f_best
+  size = jnp.max(jnp.abs(f)) + jnp.max(jnp.abs(g))
+  moved = jnp.max(shift) - jnp.min(shift) > STALL_MOVE * jnp.finfo(f.dtype).eps * size
+  f_best = jnp.where(improved, f, state.f_best)
+  stall = jnp.where(improved | moved, 0, state.stall + 1)
+  return best, f_best, stall
 
 
 def _accept(new: SinkhornState, state: SinkhornState) -> SinkhornState:
@@ -154,9 +165,9 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
   error = row_error(problem, f, lf, eps_next) + column_error(problem, g, lg, eps)
   at_target = state.at_target + schedule.at_target(state.it).astype(state.at_target.dtype)
   anchor, omega = relaxation(state, error, at_target)
-  best, stall = progress(state, error, at_target)
+  best, f_best, stall = progress(state, f, g, error, at_target)
   new = SinkhornState(f, g, lf, error, state.it + 1, state.failed, at_target, anchor, omega,
-                      best, stall)
+                      best, f_best, stall)
   return _accept(new, state)
 
 
@@ -175,7 +186,7 @@ def symmetric_step(problem: _dual.Problem, schedule: Schedule, state: SinkhornSt
 
 def stalled(state: SinkhornState) -> Array:
   """Whether the error at the target ε has stopped improving (see ``STALL_SWEEPS``)."""
-  return state.stall >= jnp.maximum(STALL_SWEEPS, state.at_target // 2)
+  return state.stall >= STALL_SWEEPS
 
 
 def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) -> Array:
@@ -195,7 +206,7 @@ def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Arr
     error = row_error(problem, f0, lf, eps0) + column_error(problem, g0, lg, eps0)
   zero = jnp.asarray(0, jnp.int32)
   return SinkhornState(f0, g0, lf, error, zero, jnp.asarray(False), zero, error,
-                       jnp.ones((), error.dtype), error, zero)
+                       jnp.ones((), error.dtype), error, f0, zero)
 
 
 def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, Array], tol: Array,

@@ -126,9 +126,9 @@ def sinkhorn(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, tol=1e-3, m
     tol: tolerance on the L1 violation of both marginal conditions (rows plus columns), checked
       every sweep at the target ε.
     max_iters: static cap on Sinkhorn sweeps (including annealing sweeps). The loop also ends,
-      with ``converged=False``, when 300 sweeps at the target ε and half of all sweeps there bring
-      no 1 % gain on the best error
-      (the precision floor of float32 at small ε).
+      with ``result = STALLED``, at the precision floor of the dtype (float32 at small ε): 300
+      sweeps at the target ε without a 1 % gain on the best error while the potentials move by
+      no more than rounding. A long plateau on which the potentials still drift is not a floor.
     anneal: ``"auto"`` (default: on when ``epsilon ≤ 3e-3 × mean cost`` and no ``init`` is
       given, where it saves sweeps), ``True`` or ``False``. Annealing starts at ``ε_0 = max C``
       and multiplies ε by ``anneal_decay`` each sweep until it reaches ``epsilon``, then

@@ -78,8 +78,9 @@ class Sinkhorn:
     tol: tolerance on the L1 violation of both marginal conditions (rows plus columns), checked
       every sweep at the target ε (traced). Default ``1e-3``.
     max_iters: static cap on sweeps (annealing sweeps included). The loop also stops, with
-      ``result = STALLED``, when 300 sweeps at the target ε and half of all sweeps there bring
-      no 1 % gain on the best error (the precision floor of the dtype at small ε).
+      ``result = STALLED``, at the precision floor of the dtype (float32 at small ε): 300
+      sweeps at the target ε without a 1 % gain on the best error while the potentials move by
+      no more than rounding. A long plateau on which the potentials still drift is not a floor.
     anneal: ``"auto"`` (anneal when ``ε ≤ 3e-3 × mean cost`` and no warm start is given),
       ``True`` or ``False``. Annealing starts at ``ε₀ = max C`` and multiplies ε by
       ``anneal_decay`` each sweep until it reaches ``epsilon``, then iterates there until ``tol``.

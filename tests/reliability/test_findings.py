@@ -153,3 +153,53 @@ def test_extreme_scales_are_never_reported_as_answers(scale, epsilon):
     assert int(out.result) == otkit.Result.NON_FINITE
   with pytest.raises(RuntimeError):
     otkit.check(out)
+
+
+def _one_d_problems_with_zero_weights(count):
+  """Random 7 × 5 problems on [0, 1] with two (or fewer) zero source weights and one zero target
+  weight, in float32."""
+  rng = np.random.default_rng(0)
+  problems = []
+  for _ in range(count):
+    x, y = rng.uniform(size=(7, 1)).astype(np.float32), rng.uniform(size=(5, 1)).astype(np.float32)
+    a = rng.uniform(size=7).astype(np.float32)
+    a[rng.integers(0, 7, 2)] = 0
+    b = rng.uniform(size=5).astype(np.float32)
+    b[rng.integers(0, 5, 1)] = 0
+    problems.append((x, y, a / a.sum(), b / b.sum()))
+  return problems
+
+
+def test_float32_small_epsilon_plateaus_are_not_mistaken_for_the_precision_floor():
+  # ε = 1e-4 × mean cost: the error stays on long plateaus (mass shifting between nearly separate
+  # blocks) for thousands of sweeps. Where ott-jax's Sinkhorn reaches tol 1e-3, otkit must too
+  # (these stopped after ~325 sweeps at errors 0.06 and 0.32, reported as a floor).
+  from ott.geometry import pointcloud
+  from ott.problems.linear import linear_problem
+  from ott.solvers.linear import sinkhorn as ott_sinkhorn
+
+  reference = ott_sinkhorn.Sinkhorn(max_iterations=50000, threshold=1e-3)
+  problems = _one_d_problems_with_zero_weights(7)
+  for x, y, a, b in (problems[0], problems[6]):
+    epsilon = 1e-4 * float(np.mean((x - y.T) ** 2))
+    theirs = reference(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=epsilon),
+                                                    a, b))
+    assert bool(theirs.converged)
+    ours = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=epsilon, max_iters=50000)
+    assert int(ours.result) == otkit.Result.CONVERGED and float(ours.error) <= 1e-3
+
+
+def test_a_float32_precision_floor_is_reported_as_stalled():
+  # tol = 1e-8 is below what float32 can reach at this ε: the run stops at the floor, says so,
+  # and the error it reports is the one recomputed from its potentials (float64 plan).
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(30, 2)).astype(np.float32)
+  y = (0.8 * rng.normal(size=(30, 2)) + 1.0).astype(np.float32)
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=0.05, tol=1e-8, max_iters=20000)
+  assert int(out.result) == otkit.Result.STALLED and int(out.n_iters) < 20000
+  cost = ((x[:, None, :].astype(float) - y[None].astype(float)) ** 2).sum(-1)
+  plan = np.exp((np.asarray(out.f, float)[:, None] + np.asarray(out.g, float)[None] - cost) / 0.05)
+  plan /= 30 * 30
+  error = np.abs(plan.sum(1) - 1 / 30).sum() + np.abs(plan.sum(0) - 1 / 30).sum()
+  # float32 sums of 30 entries of size 1/30 round at ~2e-6 per marginal.
+  assert error < 1e-4 and abs(error - float(out.error)) < 1e-5
