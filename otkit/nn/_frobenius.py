@@ -65,8 +65,32 @@ def frobenius_penalty(u, v, m=None) -> Array:
     >>> float(otkit.nn.frobenius_penalty(u, v))
     3.0
   """
+  u, v, m = check_factors(u, v, m)
   um = u if m is None else u @ m
   return 0.5 * jnp.sum(_gram(um) * _gram(v))
+
+
+def check_factors(u, v, m=None):
+  """Validates factors ``U (..., p, r)``, ``V (..., q, r)`` and ``M (..., r, r)`` eagerly (shapes
+  always, finiteness when concrete); returns them as floating arrays."""
+  arrays = {}
+  for name, x in (("u", u), ("v", v), ("m", m)):
+    if x is None:
+      arrays[name] = None
+      continue
+    x = V.as_float_array(name, x)
+    if x.ndim < 2:
+      raise ValueError(f"`{name}` must be a factor of shape (..., rows, r); got shape {x.shape}.")
+    V.check_finite(name, x)
+    arrays[name] = x
+  u, v, m = arrays["u"], arrays["v"], arrays["m"]
+  r = u.shape[-1]
+  if v.shape[-1] != r:
+    raise ValueError(f"`u` and `v` must have the same rank r (last axis); got {u.shape} and "
+                     f"{v.shape}.")
+  if m is not None and m.shape[-2:] != (r, r):
+    raise ValueError(f"`m` must have shape (..., {r}, {r}) to match the rank of `u`; got {m.shape}.")
+  return u, v, m
 
 
 def frobenius_gradients(u: Array, v: Array, m: Array | None = None) -> dict[str, Array]:

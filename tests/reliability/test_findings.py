@@ -203,3 +203,13 @@ def test_a_float32_precision_floor_is_reported_as_stalled():
   error = np.abs(plan.sum(1) - 1 / 30).sum() + np.abs(plan.sum(0) - 1 / 30).sum()
   # float32 sums of 30 entries of size 1/30 round at ~2e-6 per marginal.
   assert error < 1e-4 and abs(error - float(out.error)) < 1e-5
+
+
+@pytest.mark.parametrize("args, message", [((np.ones(3), np.ones((2, 1))), "`u` must be a factor"),
+                                           ((np.ones((3, 2)), np.ones((2, 1))), "same rank"),
+                                           ((np.full((3, 1), np.nan), np.ones((2, 1))), "`u` contains"),
+                                           ((np.ones((3, 2)), np.ones((2, 2)), np.ones((3, 3))), "`m`")])
+def test_frobenius_penalty_validates_its_factors(args, message):
+  nn = pytest.importorskip("otkit.nn")
+  with pytest.raises(ValueError, match=message):
+    nn.frobenius_penalty(*args)
