@@ -1,8 +1,11 @@
 """otkit: JAX-native, differentiable optimal transport.
 
 The public API is flat: geometries (:class:`PointCloud`, :class:`CostMatrix`) and costs,
-solvers (:func:`sinkhorn`), what derives from their potentials (:func:`transport_plan`,
-:func:`apply_plan`, :func:`transport_cost`), and the estimators (:func:`sinkhorn_divergence`, …).
+solver objects (:class:`Sinkhorn`, :class:`SinkhornNewton`) run by :func:`solve` (or the
+keyword wrappers :func:`sinkhorn`, :func:`sinkhorn_newton`), result codes (:class:`Result`,
+:func:`check`), what derives from the potentials (:func:`transport_plan`, :func:`apply_plan`,
+:func:`transport_cost`), and the estimators (:func:`sinkhorn_divergence`, …), which take
+``solver=``.
 Each subpackage lists its public names in ``__all__``; they are re-exported here.
 """
 
