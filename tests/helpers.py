@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import otkit
+
 EPS64 = float(np.finfo(np.float64).eps)
 
 
@@ -85,6 +87,20 @@ def assert_directional_derivative(fn, point, direction, *, h: float = 1e-5, rtol
   return exact
 
 
+def assert_gradient_along(grad, fn, point, direction, *, h: float = 1e-5, rtol: float = 1e-5,
+                          atol: float = 1e-9):
+  """``⟨grad, direction⟩`` equals the central difference of ``fn`` along ``direction``.
+
+  As :func:`assert_directional_derivative`, for a gradient the caller computed already (one
+  jitted ``jax.grad`` over several arguments serves several checks); pass a jitted ``fn`` too.
+  """
+  point = jnp.asarray(point)
+  exact = jnp.vdot(jnp.asarray(grad), jnp.asarray(direction, point.dtype))
+  fd = central_difference(fn, point, jnp.asarray(direction, point.dtype), h)
+  np.testing.assert_allclose(exact, fd, rtol=rtol, atol=atol)
+  return exact
+
+
 def assert_trees_close(actual, expected, *, rtol: float, atol: float = 0.0):
   """Leaf-by-leaf closeness of two pytrees of the same structure (``chex``)."""
   chex.assert_trees_all_close(actual, expected, rtol=rtol, atol=atol)
@@ -139,3 +155,43 @@ def compilations():
   finally:
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+# ----------------------------------------------------------------------------- shared compilations
+
+
+def sinkhorn_objective(mode, x, a, epsilon, tau_a, y, b, weights, tol=1e-12, *, max_iters=3000):
+  """``c · value + ⟨w_f, f⟩ + ⟨w_g, g⟩`` of ``otkit.sinkhorn`` on ``PointCloud(x, y)``.
+
+  ``weights = (c, w_f (n,), w_g (m,))``; ``mode`` is the ``grad_mode`` (static). A scalar that
+  depends on the potentials (``w_f, w_g ≠ 0``) or only on the value (``w_f = w_g = 0``).
+  """
+  c, w_f, w_g = weights
+  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tau_a=tau_a, tol=tol,
+                       max_iters=max_iters, grad_mode=mode)
+  return c * out.value + jnp.dot(w_f, out.f) + jnp.dot(w_g, out.g)
+
+
+_objective_jit = jax.jit(sinkhorn_objective, static_argnums=0, static_argnames="max_iters")
+_objective_grad = jax.jit(jax.grad(sinkhorn_objective, argnums=(1, 2, 3, 4)), static_argnums=0,
+                          static_argnames="max_iters")
+
+
+def _objective_args(x, a, epsilon, tau_a, y, b, weights, tol):
+  dtype = np.asarray(x).dtype  # every number in x's dtype: one compilation per dtype
+  return jax.tree.map(lambda v: jnp.asarray(v, dtype), (x, a, epsilon, tau_a, y, b, weights, tol))
+
+
+def sinkhorn_objective_value(mode, x, a, epsilon, tau_a, y, b, weights, tol=1e-12, *,
+                             max_iters=3000):
+  """:func:`sinkhorn_objective`, jitted once per ``mode``, shapes and dtype for all tests."""
+  args = _objective_args(x, a, epsilon, tau_a, y, b, weights, tol)
+  return _objective_jit(mode, *args, max_iters=max_iters)
+
+
+def sinkhorn_objective_grad(mode, x, a, epsilon, tau_a, y, b, weights, tol=1e-12, *,
+                            max_iters=3000):
+  """The gradient of :func:`sinkhorn_objective` in ``(x, a, epsilon, tau_a)`` together: one
+  jitted compilation per ``mode``, shapes and dtype serves every test that needs one of them."""
+  args = _objective_args(x, a, epsilon, tau_a, y, b, weights, tol)
+  return _objective_grad(mode, *args, max_iters=max_iters)

@@ -88,6 +88,8 @@ def test_divergence_uses_the_solver_flags(clouds, capsys):
   assert code == 0
   text = capsys.readouterr().out
   value = float(next(l for l in text.splitlines() if "Sinkhorn divergence" in l).split()[-1])
-  expected = otkit.sinkhorn_divergence(x, y, epsilon=0.05, solver=otkit.Sinkhorn(tol=1e-9,
-                                                                                 max_iters=10000))
+  # The solver options the flags give (the default --max-iters, envelope gradients): the
+  # reference shares the compiled solves of the command.
+  expected = otkit.sinkhorn_divergence(x, y, epsilon=0.05, solver=otkit.Sinkhorn(
+      tol=1e-9, max_iters=10000, grad_mode="envelope"))
   assert value == pytest.approx(float(expected.value), rel=1e-5)  # printed with 6 digits

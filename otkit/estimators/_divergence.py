@@ -118,7 +118,6 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chu
     >>> div = otkit.sinkhorn_divergence(x, x + 1.0, epsilon=0.1)
     >>> bool(div.value > 0), bool(div.converged)
     (True, True)
-    >>> g = jax.grad(lambda x: otkit.sinkhorn_divergence(x, x + 1.0, epsilon=0.1).value)(x)
     >>> geom = otkit.PointCloud(x, x + 1.0)
     >>> bool(abs(otkit.sinkhorn_divergence(geom, epsilon=0.1).value - div.value) < 1e-6)
     True

@@ -334,8 +334,6 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
     >>> out = otkit.minibatch_ot(jax.random.key(2), x, y, batch_size=64, n_batches=100)
     >>> bool(out.converged), out.costs.shape
     (True, (100,))
-    >>> grad = jax.grad(lambda x: otkit.minibatch_ot(jax.random.key(2), x, y, batch_size=64,
-    ...                                              n_batches=10).value)(x)
     >>> out = otkit.minibatch_ot(jax.random.key(2), x, y, batch_size=32, n_batches=8,
     ...                          inner="sinkhorn", epsilon=0.1, solver=otkit.Sinkhorn(tol=1e-4))
     >>> bool(out.converged)

@@ -299,7 +299,6 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
     >>> out = otkit.sliced_wasserstein(key, x, y, n_projections=100, control_variate="upper")
     >>> bool(out.std_error < 0.1 * out.value)
     True
-    >>> g = jax.grad(lambda x: otkit.sliced_wasserstein(key, x, y).value)(x)
   """
   key = V.check_key(key)
   x, y, a, b, uniform = _check_clouds(x, y, a, b)

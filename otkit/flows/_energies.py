@@ -467,8 +467,8 @@ def sinkhorn_divergence_to(y, b=None, *, epsilon, cost_fn=None, chunk_size=None,
     >>> import jax, otkit
     >>> y = jax.random.normal(jax.random.key(1), (100, 2))
     >>> F = otkit.flows.sinkhorn_divergence_to(y, epsilon=0.1)
-    >>> frames = otkit.flows.gradient_flow(F, y + 1.0, step_size=0.5, n_steps=20).frames
-    >>> bool(F(frames[-1]) < 0.01 * F(frames[0]))
+    >>> values = otkit.flows.gradient_flow(F, y + 1.0, step_size=0.5, n_steps=20).values
+    >>> bool(values[-1] < 0.01 * values[0])
     True
   """
   y = V.check_points("y", y)

@@ -165,7 +165,7 @@ def check(out):
 
   Example:
     >>> import jax.numpy as jnp, otkit
-    >>> x = jnp.linspace(0.0, 1.0, 5)[:, None]
+    >>> x = jnp.linspace(0.0, 1.0, 4)[:, None]
     >>> out = otkit.check(otkit.sinkhorn(otkit.PointCloud(x, x + 0.5), epsilon=0.1))
     >>> bool(out.converged)
     True

@@ -68,9 +68,9 @@ def transport_plan(geom, out: SinkhornOutput) -> Array:
 
   Example:
     >>> import jax.numpy as jnp, otkit
-    >>> geom = otkit.PointCloud(jnp.arange(3.0)[:, None], jnp.arange(3.0)[:, None] + 0.1)
+    >>> geom = otkit.PointCloud(jnp.arange(4.0)[:, None], jnp.arange(4.0)[:, None] + 0.1)
     >>> plan = otkit.transport_plan(geom, otkit.sinkhorn(geom, epsilon=0.01))
-    >>> bool(jnp.allclose(plan.sum(1), 1 / 3, atol=1e-3))
+    >>> bool(jnp.allclose(plan.sum(1), 1 / 4, atol=1e-3))
     True
   """
   _check_shape(geom, out)

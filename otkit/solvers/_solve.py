@@ -97,7 +97,7 @@ def solve(geom, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0, solver=None,
     >>> import jax, otkit
     >>> x = jax.random.normal(jax.random.key(0), (64, 2))
     >>> out = otkit.solve(otkit.PointCloud(x, x + 1.0), epsilon=0.05,
-    ...                   solver=otkit.SinkhornNewton(tol=1e-4))
+    ...                   solver=otkit.Sinkhorn(tol=1e-4, max_iters=5000))
     >>> bool(out.converged), out.f.shape
     (True, (64,))
   """

@@ -26,9 +26,11 @@ def _emd2(u, v, a, b, p):
   return ot.emd2(a, b, np.abs(u[:, None] - v[None, :]) ** p)
 
 
-@pytest.mark.parametrize("p", [1, 1.5, 2, 3])
-@pytest.mark.parametrize("n, m, weighted", [(17, 17, False), (23, 9, False), (30, 30, True),
-                                            (40, 13, True)])
+# Every p on unequal sizes, uniform and weighted; equal sizes at one p each (each case is one
+# compilation: p and the shapes are static).
+@pytest.mark.parametrize("p, n, m, weighted", [
+    *((p, 23, 9, False) for p in (1, 1.5, 2, 3)), *((p, 40, 13, True) for p in (1, 1.5, 2, 3)),
+    (2, 17, 17, False), (1.5, 30, 30, True)])
 def test_matches_pot(p, n, m, weighted):
   u, v, a, b = _problem(n * m, n, m, weighted)
   ours = otkit.wasserstein_1d(u, v, a, b, p=p)

@@ -16,6 +16,16 @@ def outer(**options):
   return otkit.Sinkhorn(**{"anneal": True, "grad_mode": "envelope", **options})
 
 
+# The solvers of the tests against references. Only ``tol`` (traced) varies between tests: the
+# iteration caps are one static number, so the tests on one fixture share their compilations.
+def tight(tol):
+  return outer(tol=tol, max_iters=50000)
+
+
+def tight_inner(tol):
+  return otkit.Sinkhorn(tol=tol, max_iters=50000, grad_mode="envelope")
+
+
 def _classes(rng, centres, std, n):
   x = np.concatenate([np.asarray(c) + std * rng.normal(size=(n, 2)) for c in centres])
   return x, np.repeat(np.arange(len(centres)), n)
@@ -69,7 +79,7 @@ def brute_force_otdd(xs, ys, xt, yt, label_distance):
 def test_translation_gives_twice_the_squared_shift(paper, label_distance):
   # Shifting every feature by t moves each class law by t too: OTDD² = ‖t‖² + ‖t‖² = 0.26.
   xa, ya, _, _ = paper
-  out = otkit.otdd(xa, ya, xa + np.array([0.3, -0.2]), ya, epsilon=0.5, solver=outer(tol=1e-7),
+  out = otkit.otdd(xa, ya, xa + np.array([0.3, -0.2]), ya, epsilon=0.5, solver=tight(1e-7),
                    label_distance=label_distance)
   assert bool(out.converged)
   assert float(out.value) == pytest.approx(0.26, abs=1e-6)
@@ -77,10 +87,10 @@ def test_translation_gives_twice_the_squared_shift(paper, label_distance):
 
 def test_identical_datasets_are_at_distance_zero_and_symmetric(paper):
   xa, ya, xb, yb = paper
-  same = otkit.otdd(xa, ya, xa, ya, epsilon=0.5, solver=outer(tol=1e-7))
+  same = otkit.otdd(xa, ya, xa, ya, epsilon=0.5, solver=tight(1e-7))
   assert abs(float(same.value)) < 1e-6
-  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, solver=outer(tol=1e-7))
-  ba = otkit.otdd(xb, yb, xa, ya, epsilon=0.5, solver=outer(tol=1e-7))
+  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, solver=tight(1e-7))
+  ba = otkit.otdd(xb, yb, xa, ya, epsilon=0.5, solver=tight(1e-7))
   assert bool(ab.converged) and bool(ba.converged)
   np.testing.assert_allclose(ab.value, ba.value, rtol=1e-7)
   np.testing.assert_allclose(ab.label_distances, ba.label_distances.T, rtol=1e-10)
@@ -89,10 +99,10 @@ def test_identical_datasets_are_at_distance_zero_and_symmetric(paper):
 def test_renaming_the_classes_changes_nothing(paper):
   xa, ya, xb, yb = paper
   renamed = np.array([12, 5, 7])[ya]  # a permutation of the classes, other label values
-  same = otkit.otdd(xa, ya, xa, renamed, epsilon=0.5, solver=outer(tol=1e-7))
+  same = otkit.otdd(xa, ya, xa, renamed, epsilon=0.5, solver=tight(1e-7))
   assert abs(float(same.value)) < 1e-6
-  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, solver=outer(tol=1e-7))
-  renamed_ab = otkit.otdd(xa, renamed, xb, yb, epsilon=0.5, solver=outer(tol=1e-7))
+  ab = otkit.otdd(xa, ya, xb, yb, epsilon=0.5, solver=tight(1e-7))
+  renamed_ab = otkit.otdd(xa, renamed, xb, yb, epsilon=0.5, solver=tight(1e-7))
   np.testing.assert_allclose(renamed_ab.value, ab.value, rtol=1e-9)
   assert renamed_ab.classes_s == (5, 7, 12)
 
@@ -102,7 +112,7 @@ def test_paper_fixture_value_as_epsilon_goes_to_zero(paper):
   xa, ya, xb, yb = paper
   reference, table = brute_force_otdd(xa, ya, xb, yb, "gaussian")
   assert reference == pytest.approx(2.7398, abs=1e-4)
-  out = otkit.otdd(xa, ya, xb, yb, epsilon=3e-3, solver=outer(tol=1e-4, max_iters=20000))
+  out = otkit.otdd(xa, ya, xb, yb, epsilon=3e-3, solver=tight(1e-4))
   assert bool(out.converged)
   np.testing.assert_allclose(out.label_distances, table, rtol=1e-9)
   np.testing.assert_allclose(out.value, reference, rtol=1e-3)
@@ -114,9 +124,9 @@ def test_paper_fixture_value_as_epsilon_goes_to_zero(paper):
 def test_matches_exact_ot_on_the_dense_augmented_cost(small, label_distance):
   xs, ys, xt, yt = small
   reference, table = brute_force_otdd(xs, ys, xt, yt, label_distance)
-  out = otkit.otdd(xs, ys, xt, yt, epsilon=3e-3, solver=outer(tol=1e-4, max_iters=50000),
+  out = otkit.otdd(xs, ys, xt, yt, epsilon=3e-3, solver=tight(1e-4),
                    label_distance=label_distance, inner_epsilon=1e-3,
-                   inner_solver=otkit.Sinkhorn(tol=1e-4, max_iters=50000, grad_mode="envelope"))
+                   inner_solver=tight_inner(1e-4))
   assert bool(out.converged)
   assert out.classes_t == (10, 11, 12, 13) and out.label_distances.shape == (3, 4)
   np.testing.assert_allclose(out.label_distances, table, rtol=1e-3)
@@ -129,7 +139,7 @@ def test_matches_exact_ot_on_the_dense_augmented_cost(small, label_distance):
 
 def test_coupling_sends_each_class_to_its_translate(paper):
   xa, ya, _, _ = paper
-  out = otkit.otdd(xa, ya, xa + 0.3, ya, epsilon=0.5, solver=outer(tol=1e-7))
+  out = otkit.otdd(xa, ya, xa + 0.3, ya, epsilon=0.5, solver=tight(1e-7))
   one_hot = np.eye(3)[ya]
   classes = otkit.apply_plan(out.geom, out.ot, one_hot)  # (n, 3): mass sent to each class
   flow = one_hot.T @ np.asarray(classes)
@@ -139,11 +149,11 @@ def test_coupling_sends_each_class_to_its_translate(paper):
 
 def test_half_convention_and_debiasing_options(small):
   xs, ys, xt, yt = small
-  full = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=outer(tol=1e-9))
-  half = otkit.otdd(xs, ys, xt, yt, epsilon=0.25, solver=outer(tol=1e-9), feature_weight=0.5,
+  full = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=tight(1e-9))
+  half = otkit.otdd(xs, ys, xt, yt, epsilon=0.25, solver=tight(1e-9), feature_weight=0.5,
                     label_weight=0.5)
   np.testing.assert_allclose(half.value, 0.5 * full.value, rtol=1e-7)
-  biased = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=outer(tol=1e-9), debiased=False)
+  biased = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=tight(1e-9), debiased=False)
   assert biased.ot_s is None and biased.label_distances_s is None
   np.testing.assert_allclose(biased.value, full.ot.value, rtol=1e-7)
   np.testing.assert_allclose(full.distance, np.sqrt(full.value))
@@ -151,9 +161,9 @@ def test_half_convention_and_debiasing_options(small):
 
 def test_embedding_hook_equals_embedding_first(small):
   xs, ys, xt, yt = small
-  proj = np.array([[1.0, 0.5, -1.0], [0.2, 1.0, 0.3]])
-  hooked = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, embedding=lambda z: z @ proj)
-  direct = otkit.otdd(xs @ proj, ys, xt @ proj, yt, epsilon=0.5)
+  proj = np.array([[1.0, 0.5], [0.2, -1.0]])  # 2-D: the solves share the programs on `small`
+  hooked = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, solver=tight(1e-9), embedding=lambda z: z @ proj)
+  direct = otkit.otdd(xs @ proj, ys, xt @ proj, yt, epsilon=0.5, solver=tight(1e-9))
   np.testing.assert_allclose(hooked.value, direct.value, rtol=1e-10)
 
 
@@ -166,12 +176,12 @@ def test_gradient_in_the_features_matches_finite_differences(small, label_distan
   xs, ys, xt, yt = small
 
   def value(x):  # the debiased outer problem is shared by both; one solve keeps "exact" short
-    return otkit.otdd(x, ys, xt, yt, epsilon=0.5, solver=outer(tol=1e-11, max_iters=10000),
-                      inner_solver=otkit.Sinkhorn(tol=1e-11, max_iters=10000, grad_mode="envelope"),
+    return otkit.otdd(x, ys, xt, yt, epsilon=0.5, solver=tight(1e-11),
+                      inner_solver=tight_inner(1e-11),
                       label_distance=label_distance, debiased=label_distance == "gaussian").value
 
   direction = np.random.default_rng(3).normal(size=xs.shape)
-  grad = jax.grad(value)(jnp.asarray(xs))
+  grad = jax.jit(jax.grad(value))(jnp.asarray(xs))  # one compiled program
   h = 1e-5
   fd = (value(xs + h * direction) - value(xs - h * direction)) / (2 * h)
   np.testing.assert_allclose(jnp.vdot(grad, direction), fd, rtol=1e-6)
@@ -181,12 +191,15 @@ def test_jit_vmap_and_dtype(small, dtype):
   xs, ys, xt, yt = (v.astype(dtype) if v.dtype.kind == "f" else v for v in small)
   shifts = np.linspace(0.0, 1.0, 3).astype(dtype)
   batch = xs[None] + shifts[:, None, None]
-  fn = jax.jit(jax.vmap(lambda x: otkit.otdd(x, ys, xt, yt, epsilon=0.5).value))
+  # float32 with the default solver; float64 with that of the tests against references (the
+  # eager solves share their programs)
+  solver = None if dtype == np.float32 else tight(1e-9)
+  fn = jax.jit(jax.vmap(lambda x: otkit.otdd(x, ys, xt, yt, epsilon=0.5, solver=solver).value))
   values = fn(batch)
   assert values.dtype == dtype
   tol = 1e-4 if dtype == np.float32 else 1e-9
   for i in range(len(shifts)):
-    eager = otkit.otdd(batch[i], ys, xt, yt, epsilon=0.5)
+    eager = otkit.otdd(batch[i], ys, xt, yt, epsilon=0.5, solver=solver)
     assert eager.value.dtype == dtype
     np.testing.assert_allclose(values[i], eager.value, rtol=tol)
 
@@ -197,8 +210,9 @@ def test_traced_labels_with_num_classes(small, label_distance):
   xs, ys, xt, yt = small
   codes_t = yt - 10
   fn = jax.jit(lambda ys, yt: otkit.otdd(xs, ys, xt, yt, epsilon=0.5, num_classes=(3, 4),
-                                         label_distance=label_distance).value)
-  eager = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, label_distance=label_distance)
+                                         label_distance=label_distance, solver=tight(1e-9)).value)
+  eager = otkit.otdd(xs, ys, xt, yt, epsilon=0.5, label_distance=label_distance,
+                     solver=tight(1e-9))  # the programs of the other tests on `small`
   np.testing.assert_allclose(fn(ys, codes_t), eager.value, rtol=1e-9)
 
 

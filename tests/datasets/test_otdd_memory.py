@@ -33,6 +33,10 @@ def _run(iters: int):
   return float(peak), int(n_iters), converged == "True", float(value)
 
 
+# A long check (a fresh process on 10 000 points): run with -m slow. The default run covers the
+# same online path (the augmented cost computed block by block, never stored) on small data in
+# tests/datasets/test_otdd.py::test_matches_exact_ot_on_the_dense_augmented_cost.
+@pytest.mark.slow
 def test_otdd_10000_points_d64_under_1gb():
   # A dense 10 000 × 10 000 float32 cost would take 400 MB per problem, three problems debiased.
   peak, n_iters, _, _ = _run(2)

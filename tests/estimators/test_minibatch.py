@@ -2,6 +2,8 @@
 the Sinkhorn inner solver against POT, gradients against finite differences, jit/vmap, the
 sampling policy and bad input."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -35,7 +37,11 @@ def _emd2(xb, yb):
   return ot.emd2([], [], ot.dist(np.asarray(xb, np.float64), np.asarray(yb, np.float64)))
 
 
-@pytest.mark.parametrize("method", ["host", "jax"])
+# float64 on the in-graph path is checked pair by pair in
+# test_in_graph_exact_inner_gradient_matches_finite_differences.
+@pytest.mark.parametrize("dtype, method", [(np.float32, "host"), (np.float32, "jax"),
+                                           (np.float64, "host")],
+                         ids=["f32-host", "f32-jax", "f64-host"])
 def test_exact_inner_matches_pot_on_every_pair(dtype, method):
   x, y = _clouds(dtype=dtype)
   key = jax.random.key(3)
@@ -63,62 +69,93 @@ def test_exact_inner_in_higher_dimension_and_other_cost():
 
 
 def _entropic_plan(c, eps, iters=5000):
-  """Reference log-domain Sinkhorn (float64 NumPy, uniform weights) run far past convergence."""
+  """Reference log-domain Sinkhorn (float64 NumPy, uniform weights) run to its fixed point: until
+  a sweep leaves both potentials bit for bit unchanged (or ``iters`` sweeps)."""
   m = c.shape[0]
   f, g = np.zeros(m), np.zeros(m)
   for _ in range(iters):
-    f = -eps * logsumexp((g[None, :] - c) / eps - np.log(m), axis=1)
-    g = -eps * logsumexp((f[:, None] - c) / eps - np.log(m), axis=0)
+    f_new = -eps * logsumexp((g[None, :] - c) / eps - np.log(m), axis=1)
+    g_new = -eps * logsumexp((f_new[:, None] - c) / eps - np.log(m), axis=0)
+    done = np.array_equal(f_new, f) and np.array_equal(g_new, g)
+    f, g = f_new, g_new
+    if done:
+      break
   return np.exp((f[:, None] + g[None, :] - c) / eps) / m**2
+
+
+@functools.lru_cache(maxsize=None)
+def _entropic_costs(seed, n_batches, eps):
+  """``⟨C, P_ε⟩`` of the reference plan for each pair the estimator draws from ``key(seed)``
+  on ``_clouds()`` (shared by the tests of the Sinkhorn inner solver)."""
+  x, y = _clouds()
+  ix, iy = _batches(jax.random.key(seed), x, y, M, n_batches)
+  costs = []
+  for i, j in zip(ix, iy):
+    c = ot.dist(x[i], y[j])
+    costs.append(np.sum(_entropic_plan(c, eps) * c))
+  return np.array(costs)
+
+
+# The Sinkhorn inner solver of these tests (its compilations are shared).
+SINKHORN = otkit.Sinkhorn(tol=1e-10, max_iters=5000)
 
 
 def test_sinkhorn_inner_is_the_primal_cost_of_the_entropic_plan():
   x, y = _clouds()
   key, eps = jax.random.key(5), 0.5
   out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=4, inner="sinkhorn", epsilon=eps,
-                           solver=otkit.Sinkhorn(tol=1e-10, max_iters=5000))
+                           solver=SINKHORN)
   ix, iy = _batches(key, x, y, M, 4)
+  np.testing.assert_allclose(out.costs, _entropic_costs(5, 4, eps), rtol=1e-8)
   for cost, i, j in zip(np.asarray(out.costs), ix, iy):
-    c = ot.dist(x[i], y[j])
-    np.testing.assert_allclose(cost, np.sum(_entropic_plan(c, eps) * c), rtol=1e-8)
     assert cost >= _emd2(x[i], y[j])  # a feasible plan's cost bounds OT from above
   assert bool(out.converged)
 
 
 def _fd_check(fn, x, seed=0, h=1e-6, rtol=1e-5):
   d = np.random.default_rng(seed).normal(size=x.shape)
-  grad = jax.grad(fn)(jnp.asarray(x))
+  grad = jax.jit(jax.grad(fn))(jnp.asarray(x))  # one compiled program
   fd = (fn(jnp.asarray(x + h * d)) - fn(jnp.asarray(x - h * d))) / (2 * h)
   np.testing.assert_allclose(jnp.vdot(grad, d), fd, rtol=rtol)
 
 
 def test_gradients_match_finite_differences():
-  x, y = _clouds(n=40)
-  key = jax.random.key(6)
-  exact = lambda x: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=6).value
+  # The problems of test_exact_inner_matches_pot_on_every_pair[f64-host] and of
+  # test_sinkhorn_inner_is_the_primal_cost_of_the_entropic_plan: the values share their programs.
+  x, y = _clouds()
+  exact = lambda x: otkit.minibatch_ot(jax.random.key(6), x, y, batch_size=M, n_batches=K).value
   _fd_check(exact, x)  # piecewise quadratic in x: exact away from ties
   # Implicit differentiation through Sinkhorn; the step is large enough that the solver's
   # tolerance (1e-10) does not pollute the difference quotient.
-  solver = otkit.Sinkhorn(tol=1e-10, max_iters=3000)
-  entropic = lambda y: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=2, inner="sinkhorn",
-                                          epsilon=0.1, solver=solver).value
+  entropic = lambda y: otkit.minibatch_ot(jax.random.key(5), x, y, batch_size=M, n_batches=4,
+                                          inner="sinkhorn", epsilon=0.5, solver=SINKHORN).value
   _fd_check(entropic, y, h=1e-4, rtol=1e-5)
+
+
+def _estimate(key, x, y):
+  return otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K)
+
+
+# One compiled program for the tests under jit (key and points traced).
+_estimate_jit = jax.jit(_estimate)
 
 
 def test_jit_and_vmap_over_keys():
   x, y = _clouds()
-  fn = lambda key, x: otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=5).value
   keys = jax.random.split(jax.random.key(7), 3)
-  eager = [fn(k, x) for k in keys]
-  np.testing.assert_allclose(jax.jit(fn)(keys[0], x), eager[0], rtol=1e-12)
-  np.testing.assert_allclose(jax.vmap(fn, in_axes=(0, None))(keys, x), eager, rtol=1e-12)
+  eager = [_estimate(k, x, y).value for k in keys]
+  np.testing.assert_allclose(_estimate_jit(keys[0], x, y).value, eager[0], rtol=1e-12)
+  batched = jax.vmap(_estimate, in_axes=(0, None, None))(keys, x, y)
+  np.testing.assert_allclose(batched.value, eager, rtol=1e-12)
 
 
 def test_weights_and_a_batch_size_that_does_not_divide_n():
   x, y = _clouds()
   a = np.zeros(N)
   a[: N // 2] = 2.0 / N  # only the first half of x carries mass: drawn with replacement
-  out = otkit.minibatch_ot(jax.random.key(8), x, y, a, batch_size=M, n_batches=K)
+  # b given as weights too: the program of test_weights_of_equal_mass_are_used_as_given.
+  b = np.full(N, 1.0 / N)
+  out = otkit.minibatch_ot(jax.random.key(8), x, y, a, b, batch_size=M, n_batches=K)
   assert bool(out.converged) and np.isfinite(float(out.value))
   # The batch size is a policy, not a divisor: 7 does not divide 120.
   out = otkit.minibatch_ot(jax.random.key(8), x, y, batch_size=7, n_batches=K)
@@ -139,14 +176,18 @@ def test_random_permutations_are_the_same_on_every_backend():
 
 def test_in_graph_exact_inner_gradient_matches_finite_differences():
   # The default (host) path is checked in test_gradients_match_finite_differences.
-  x, y = _clouds(n=40)
+  x, y = _clouds()
   key = jax.random.key(6)
-  ix, iy = _batches(key, x, y, 8, 6)
-  fn = jax.jit(lambda x: otkit.minibatch_ot(key, x, y, batch_size=8, n_batches=6,
-                                            exact_method="jax").value)
-  np.testing.assert_allclose(fn(x), np.mean([_emd2(x[i], y[j]) for i, j in zip(ix, iy)]),
-                             rtol=1e-12)
-  _fd_check(fn, x)
+  ix, iy = _batches(key, x, y, M, K)
+  fn = jax.jit(lambda x: otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K,
+                                            exact_method="jax"))
+  out = fn(x)
+  expected = np.array([_emd2(x[i], y[j]) for i, j in zip(ix, iy)])
+  np.testing.assert_allclose(out.costs, expected, rtol=1e-12)
+  np.testing.assert_allclose(out.value, expected.mean(), rtol=1e-12)
+  np.testing.assert_allclose(out.std_error, expected.std(ddof=1) / np.sqrt(K), rtol=1e-4)
+  assert out.value.dtype == np.float64 and bool(out.converged)
+  _fd_check(lambda x: fn(x).value, x)
 
 
 def test_sampled_batches_follow_the_weights():
@@ -213,9 +254,7 @@ def test_solver_tol_is_traced_under_jit():
 
   run = helpers.traced_once(run)
   tight, loose = run(x, 1e-10), run(x, 0.5)  # one trace for both tolerances
-  ix, iy = _batches(key, x, y, M, 4)
-  expected = [np.sum(_entropic_plan(c, eps) * c) for c in
-              (ot.dist(x[i], y[j]) for i, j in zip(ix, iy))]
+  expected = _entropic_costs(5, 4, eps)
   np.testing.assert_allclose(tight.costs, expected, rtol=1e-8)
   assert bool(tight.converged) and bool(loose.converged)
   # The loose tolerance really stops earlier: its costs are those of the eager call with it.
@@ -230,25 +269,23 @@ def test_sinkhorn_newton_inner_solver():
   key, eps = jax.random.key(5), 0.5
   out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=2, inner="sinkhorn", epsilon=eps,
                            solver=otkit.SinkhornNewton(tol=1e-10))
-  ix, iy = _batches(key, x, y, M, 2)
-  for cost, i, j in zip(np.asarray(out.costs), ix, iy):
-    c = ot.dist(x[i], y[j])
-    np.testing.assert_allclose(cost, np.sum(_entropic_plan(c, eps) * c), rtol=1e-8)
+  # The first two pairs of key 5 (one permutation holds 7 batches of 16 points).
+  np.testing.assert_allclose(out.costs, _entropic_costs(5, 4, eps)[:2], rtol=1e-8)
   assert bool(out.converged)
 
 
 def test_chunk_size_does_not_change_the_result():
   x, y = _clouds()
   key = jax.random.key(9)
-  ref = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=5)
-  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=5, chunk_size=2)
+  ref = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K)
+  out = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K, chunk_size=2)
   chex.assert_trees_all_close(out, ref, rtol=1e-12)
 
 
 def test_result_codes_and_check():
   x, y = _clouds()
   key = jax.random.key(10)
-  exact = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=3)
+  exact = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=K)
   chex.assert_shape(exact.result, ())
   assert int(exact.result) == otkit.Result.CONVERGED and otkit.check(exact) is exact
   capped = otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=3, inner="sinkhorn",
@@ -256,8 +293,8 @@ def test_result_codes_and_check():
   assert int(capped.result) == otkit.Result.MAX_ITERS and not bool(capped.converged)
   with pytest.raises(RuntimeError, match="MAX_ITERS"):
     otkit.check(capped)
-  nan = jax.jit(lambda x: otkit.minibatch_ot(key, x, y, batch_size=M, n_batches=3))(
-      jnp.asarray(x).at[:, 0].set(jnp.nan))  # non-finite data inside jit is reported, not raised
+  # Non-finite data inside jit is reported, not raised.
+  nan = _estimate_jit(key, jnp.asarray(x).at[:, 0].set(jnp.nan), y)
   assert int(nan.result) == otkit.Result.NON_FINITE
   with pytest.raises(RuntimeError, match="NON_FINITE"):
     otkit.check(nan)
@@ -267,7 +304,7 @@ def test_weights_of_equal_mass_are_used_as_given():
   x, y = _clouds()
   key = jax.random.key(11)
   w = np.full(N, 1.0 / N)
-  one = otkit.minibatch_ot(key, x, y, w, w, batch_size=M, n_batches=4)
-  two = otkit.minibatch_ot(key, x, y, 2 * w, 2 * w, batch_size=M, n_batches=4)
+  one = otkit.minibatch_ot(key, x, y, w, w, batch_size=M, n_batches=K)
+  two = otkit.minibatch_ot(key, x, y, 2 * w, 2 * w, batch_size=M, n_batches=K)
   # The same batches (drawn with probabilities w / Σw), carrying mass 2: twice the costs.
   np.testing.assert_allclose(two.costs, 2 * np.asarray(one.costs), rtol=1e-12)

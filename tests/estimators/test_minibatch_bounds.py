@@ -75,7 +75,9 @@ def test_calibrated_table_at_one_batch_size():
 
 
 def test_budget_sweep_is_monotone_and_ends_at_the_optimal_coupling():
-  x, y = _clouds(1, 200)
+  # d = 3: the full and the 24-pair problems share their programs with
+  # test_invariants_on_random_problems[2-200-25] and test_exact_methods_give_the_same_bounds.
+  x, y = _clouds(1, 200, d=3)
   exact = _exact(x, y)
   key = jax.random.key(0)
   full = otkit.minibatch_bounds(key, x, y, batch_size=25)  # k = 8, all 64 pairs
@@ -174,7 +176,7 @@ def test_uniform_weights_of_equal_mass_scale_the_bounds():
 
 
 def test_float32_jit_and_grad():
-  x, y = _clouds(8, 200)
+  x, y = _clouds(8, 200, d=3)  # the float64 reference shares its program with other tests
   x32, y32 = x.astype(np.float32), y.astype(np.float32)
   fn = jax.jit(lambda x, y: otkit.minibatch_bounds(jax.random.key(2), x, y, batch_size=25))
   out = fn(x32, y32)
@@ -183,8 +185,8 @@ def test_float32_jit_and_grad():
   np.testing.assert_allclose([out.lower, out.upper, out.average],
                              [ref.lower, ref.upper, ref.average], rtol=1e-5)
   # `upper` is the cost of glued optimal plans: its gradient is the envelope one.
-  grad = jax.grad(lambda x: otkit.minibatch_bounds(jax.random.key(2), x, y, batch_size=25).upper)(
-      jnp.asarray(x))
+  grad = jax.jit(jax.grad(lambda x: otkit.minibatch_bounds(jax.random.key(2), x, y,
+                                                           batch_size=25).upper))(jnp.asarray(x))
   assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
 
 

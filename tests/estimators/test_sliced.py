@@ -15,6 +15,9 @@ import otkit
 from otkit.estimators import _sliced
 
 CVS = (None, "lower", "upper")
+# The number of directions of the tests on `_clouds()` where it does not matter: one compiled
+# `directions` program, and estimator programs shared between tests of the same options.
+L = 50
 
 
 def _clouds(seed=0, n=60, m=40, d=3, weighted=False):
@@ -84,7 +87,7 @@ def test_chunk_size_and_sort_implementation_do_not_change_the_value():
 def test_identical_measures_give_zero():
   x, _, a, _ = _clouds(weighted=True)
   for cv, weights in ((None, (None, None)), ("lower", (a, a)), ("upper", (None, None))):
-    out = otkit.sliced_wasserstein(jax.random.key(3), x, x, *weights, n_projections=20,
+    out = otkit.sliced_wasserstein(jax.random.key(3), x, x, *weights, n_projections=L,
                                    control_variate=cv)
     assert float(out.value) == 0.0 and float(out.std_error) == 0.0
 
@@ -111,7 +114,7 @@ def test_single_projection_has_an_infinite_standard_error():
 def test_lower_variate_is_exact_for_a_translation():
   x, _, _, _ = _clouds()
   shift = np.array([1.0, -2.0, 0.5])
-  out = otkit.sliced_wasserstein(jax.random.key(4), x, x + shift, n_projections=20,
+  out = otkit.sliced_wasserstein(jax.random.key(4), x, x + shift, n_projections=L,
                                  control_variate="lower")
   # W(θ) = (θᵀc)² = G_low(θ) for every θ: the coefficient is 1 and the estimate is ‖c‖²/d
   np.testing.assert_allclose(out.coef, 1.0, rtol=1e-10)
@@ -121,30 +124,31 @@ def test_lower_variate_is_exact_for_a_translation():
 
 @functools.lru_cache(maxsize=None)
 def _replicates(name, n_projections=100, n_keys=200):
-  """Estimates of SW₂² over ``n_keys`` keys for each estimator, and a 10⁵-direction reference."""
+  """Estimates of SW₂² and their standard errors over ``n_keys`` keys for each estimator, and a
+  10⁵-direction reference."""
   x, y = {"gauss10": _gauss10, "gauss50": _gauss50, "blob_ring": _blob_ring}[name]()
   keys = jax.random.split(jax.random.key(7), n_keys)
 
   @jax.jit
-  @jax.vmap
-  def estimates(key):
-    return [otkit.sliced_wasserstein(key, x, y, n_projections=n_projections, control_variate=cv)
-            for cv in CVS]
+  def estimates(keys, x, y):  # one key at a time: a shorter compilation than a vmap
+    return jax.lax.map(lambda key: [otkit.sliced_wasserstein(
+        key, x, y, n_projections=n_projections, control_variate=cv) for cv in CVS], keys)
 
-  outs = estimates(keys)
+  outs = estimates(keys, x, y)
   ref = otkit.sliced_wasserstein(jax.random.key(123), x, y, n_projections=100_000)
-  return {cv: np.asarray(o.value) for cv, o in zip(CVS, outs)}, ref
+  return ({cv: np.asarray(o.value) for cv, o in zip(CVS, outs)}, ref,
+          {cv: np.asarray(o.std_error) for cv, o in zip(CVS, outs)})
 
 
 @pytest.mark.parametrize("cv", CVS)
 def test_unbiased_over_200_keys(cv):
-  values, ref = _replicates("gauss10")
+  values, ref, _ = _replicates("gauss10")
   se = np.sqrt(values[cv].var(ddof=1) / len(values[cv]) + float(ref.std_error) ** 2)
   assert abs(values[cv].mean() - float(ref.value)) <= 3 * se
 
 
 def test_control_variates_cut_the_variance_on_the_gaussian_fixture():
-  values, _ = _replicates("gauss10")
+  values, _, _ = _replicates("gauss10")
   var = {cv: values[cv].var(ddof=1) for cv in CVS}
   # calibrated (1000 repetitions): 6.1× (lower) and 2.9× (upper)
   assert var[None] / var["lower"] >= 2.0
@@ -156,41 +160,45 @@ def test_control_variates_cut_the_variance_on_the_gaussian_fixture():
                                               ("blob_ring", "lower", 2.0),
                                               ("blob_ring", "upper", 20.0)])
 def test_variance_reduction_and_bias_on_the_other_fixtures(name, cv, factor):
-  values, ref = _replicates(name)
+  values, ref, _ = _replicates(name)
   assert values[None].var() / values[cv].var() >= factor
   se = np.sqrt(values[cv].var(ddof=1) / len(values[cv]) + float(ref.std_error) ** 2)
   assert abs(values[cv].mean() - float(ref.value)) <= 3 * se
 
 
 def test_standard_error_matches_the_spread_over_keys():
-  values, _ = _replicates("gauss10")
-  x, y = _gauss10()
-  for cv in CVS:
-    out = otkit.sliced_wasserstein(jax.random.key(9), x, y, n_projections=100, control_variate=cv)
-    np.testing.assert_allclose(out.std_error, values[cv].std(ddof=1), rtol=0.5)
+  values, _, std_errors = _replicates("gauss10")
+  for cv in CVS:  # the standard error of one estimate (the first key) against the spread
+    np.testing.assert_allclose(std_errors[cv][0], values[cv].std(ddof=1), rtol=0.5)
 
 
 def test_gradient_matches_finite_differences():
-  x, y, a, b = _clouds(n=30, m=20, weighted=True)
+  # The clouds and directions of test_matches_pot_with_the_same_directions[False-2] and of
+  # test_weights_of_equal_mass_are_used_as_given: the values share their programs (but "lower").
+  x, y, a, b = _clouds(weighted=True)
   rng = np.random.default_rng(0)
   dx, da, db = rng.normal(size=x.shape), rng.normal(size=a.shape), rng.normal(size=b.shape)
   # The weights move along directions that keep both masses equal (they grow by 0.3 h).
   da, db = da - da.mean() + 0.3 / a.size, db - db.mean() + 0.3 / b.size
   key = jax.random.key(5)
-  for cv, weighted in ((None, False), ("upper", True)):
+  for cv, weighted in ((None, False), ("lower", False), ("upper", True)):
 
     def f(x, a, b):
       weights = (a, b) if weighted else (None, None)
-      return otkit.sliced_wasserstein(key, x, y, *weights, n_projections=20,
+      return otkit.sliced_wasserstein(key, x, y, *weights, n_projections=L,
                                       control_variate=cv).value
 
-    gx, ga, gb = jax.grad(f, argnums=(0, 1, 2))(x, a, b)
+    gx, ga, gb = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(x, a, b)  # one compiled program
     h = 1e-6
     fd = (f(x + h * dx, a + h * da, b + h * db) - f(x - h * dx, a - h * da, b - h * db)) / (2 * h)
     np.testing.assert_allclose(jnp.vdot(gx, dx) + jnp.vdot(ga, da) + jnp.vdot(gb, db), fd,
                                rtol=1e-6)
 
 
+# A long statistical check (10⁴ directions): run with -m slow. The default run checks the
+# gradients of every control variate against finite differences in
+# test_gradient_matches_finite_differences.
+@pytest.mark.slow
 def test_control_variate_gradients_agree_with_the_sliced_gradient():
   x, y, _, _ = _clouds(n=200, m=200, d=5)
 
@@ -205,19 +213,20 @@ def test_control_variate_gradients_agree_with_the_sliced_gradient():
 
 
 def test_jit_vmap_over_keys_and_dtype(dtype):
+  # float64: the eager calls share their programs with test_weights_of_equal_mass_are_used_as_given
   x, y, a, b = (t.astype(dtype) for t in _clouds(weighted=True))
   keys = jax.random.split(jax.random.key(6), 4)
   for cv in ("upper",):
-    fn = jax.jit(jax.vmap(lambda k: otkit.sliced_wasserstein(k, x, y, a, b, n_projections=30,
+    fn = jax.jit(jax.vmap(lambda k: otkit.sliced_wasserstein(k, x, y, a, b, n_projections=L,
                                                              control_variate=cv)))
     outs = fn(keys)
     assert outs.value.dtype == dtype and outs.value.shape == (4,)
     tol = 2e-5 if dtype == np.float32 else 1e-12
     for i in range(4):
-      single = otkit.sliced_wasserstein(keys[i], x, y, a, b, n_projections=30, control_variate=cv)
+      single = otkit.sliced_wasserstein(keys[i], x, y, a, b, n_projections=L, control_variate=cv)
       np.testing.assert_allclose(outs.value[i], single.value, rtol=tol)
       np.testing.assert_allclose(outs.std_error[i], single.std_error, rtol=10 * tol)
-  g = jax.grad(lambda x: otkit.sliced_wasserstein(keys[0], x, y, n_projections=30).value)(x)
+  g = jax.grad(lambda x: otkit.sliced_wasserstein(keys[0], x, y, n_projections=L).value)(x)
   assert g.dtype == dtype and bool(jnp.all(jnp.isfinite(g)))
 
 
@@ -242,8 +251,8 @@ def test_no_recompile_on_second_call():
 def test_weights_of_equal_mass_are_used_as_given():
   x, y, a, b = _clouds(weighted=True)
   key = jax.random.key(12)
-  ref = otkit.sliced_wasserstein(key, x, y, a, b, n_projections=20, control_variate="upper")
-  out = otkit.sliced_wasserstein(key, x, y, 3 * a, 3 * b, n_projections=20,
+  ref = otkit.sliced_wasserstein(key, x, y, a, b, n_projections=L, control_variate="upper")
+  out = otkit.sliced_wasserstein(key, x, y, 3 * a, 3 * b, n_projections=L,
                                  control_variate="upper")
   # Measures of mass 3: three times the transport cost (as otkit.sinkhorn's transport cost).
   np.testing.assert_allclose([out.value, out.std_error], [3 * ref.value, 3 * ref.std_error],
@@ -259,14 +268,16 @@ def test_weights_of_equal_mass_are_used_as_given():
 
 
 def test_result_codes_and_check():
-  x, y, _, _ = _clouds()
+  # The options of test_matches_pot_with_the_same_directions[True-2] and of
+  # test_weights_of_equal_mass_are_used_as_given: the eager calls share their programs.
+  x, y, a, b = _clouds(weighted=True)
   key = jax.random.key(13)
-  out = otkit.sliced_wasserstein(key, x, y, n_projections=10)
-  best = otkit.max_sliced_wasserstein(key, x, y, n_steps=5)
+  out = otkit.sliced_wasserstein(key, x, y, a, b, n_projections=L)
+  best = otkit.max_sliced_wasserstein(key, x, y, a, b, n_steps=10)
   for o in (out, best):
     assert int(o.result) == otkit.Result.CONVERGED and otkit.check(o) is o
   bad = jnp.asarray(x).at[0, 0].set(jnp.inf)  # traced inside jit: reported, not raised
-  out = jax.jit(lambda x: otkit.sliced_wasserstein(key, x, y, n_projections=10))(bad)
+  out = jax.jit(lambda x: otkit.sliced_wasserstein(key, x, y, n_projections=L))(bad)
   best = jax.jit(lambda x: otkit.max_sliced_wasserstein(key, x, y, n_steps=5))(bad)
   for o in (out, best):
     assert int(o.result) == otkit.Result.NON_FINITE and not bool(o.converged)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+import helpers
 import otkit
 from otkit.geometry import _reductions as R
 
@@ -48,23 +49,25 @@ def test_online_reductions_match_dense(chunk_size, rng):
 
 
 def test_sinkhorn_and_plan_functions_equal_the_dense_cost(rng):
-  x, lx, y, ly, table = _labelled(rng)
+  # 14 × 11: the dense reference solve is the compilation of test_sinkhorn.py's CostMatrix test.
+  x, lx, y, ly, table = _labelled(rng, n=14, m=11)
   geom = otkit.LabelledPointCloud(x, lx, y, ly, table, chunk_size=4)
-  dense = otkit.CostMatrix(_dense(x, lx, y, ly, table))
+  C = _dense(x, lx, y, ly, table)
   ours = otkit.sinkhorn(geom, epsilon=0.2, tol=1e-11)
-  ref = otkit.sinkhorn(dense, epsilon=0.2, tol=1e-11)
+  ref = otkit.sinkhorn(otkit.CostMatrix(C), epsilon=0.2, tol=1e-11)
   assert bool(ours.converged)
   np.testing.assert_allclose(ours.value, ref.value, rtol=1e-11)
-  np.testing.assert_allclose(otkit.transport_plan(geom, ours), otkit.transport_plan(dense, ref),
-                             atol=1e-12)
-  np.testing.assert_allclose(otkit.apply_plan(geom, ours, y), otkit.apply_plan(dense, ref, y),
-                             atol=1e-12)
-  np.testing.assert_allclose(otkit.transport_cost(geom, ours), otkit.transport_cost(dense, ref),
-                             rtol=1e-11)
+  # The dense cost's plan, in float64 NumPy from the reference potentials.
+  u, v = np.full(14, 1 / 14), np.full(11, 1 / 11)
+  P = helpers.plan(C, u, v, ref.f, ref.g, 0.2)
+  np.testing.assert_allclose(otkit.transport_plan(geom, ours), P, atol=1e-12)
+  np.testing.assert_allclose(otkit.apply_plan(geom, ours, y), P @ y, atol=1e-12)
+  np.testing.assert_allclose(otkit.transport_cost(geom, ours), np.sum(C * P), rtol=1e-11)
 
 
 def test_jit_and_gradient_in_the_label_table(rng):
-  x, lx, y, ly, table = _labelled(rng, n=9, m=8, k_x=2, k_y=2)
+  # 14 × 11: the dense solve is the compilation of test_sinkhorn.py's CostMatrix test.
+  x, lx, y, ly, table = _labelled(rng, n=14, m=11, k_x=2, k_y=2)
 
   @jax.jit
   def value(table, x):
@@ -75,7 +78,7 @@ def test_jit_and_gradient_in_the_label_table(rng):
     return otkit.sinkhorn(otkit.CostMatrix(_dense(x, lx, y, ly, table)), epsilon=0.5, tol=1e-12).value
 
   np.testing.assert_allclose(value(table, x), dense_value(table, x), rtol=1e-12)
-  g_table, g_x = jax.grad(value, argnums=(0, 1))(jnp.asarray(table), jnp.asarray(x))
+  g_table, g_x = jax.jit(jax.grad(value, argnums=(0, 1)))(jnp.asarray(table), jnp.asarray(x))
   d_table, d_x = rng.normal(size=table.shape), rng.normal(size=x.shape)
   h = 1e-5
   fd_table = (dense_value(table + h * d_table, x) - dense_value(table - h * d_table, x)) / (2 * h)

@@ -3,7 +3,9 @@
 forward-mode derivatives of the unrolled solver, the geometry identity behind the plan
 functions, and the divergence with geometries and solver objects.
 
-Problems are tiny and share shapes so that compilations are shared across tests.
+Problems are tiny and share shapes (14 × 11, as in test_sinkhorn.py, test_newton.py and
+test_gradients.py) and static options (``Sinkhorn()``, ``Sinkhorn(max_iters=TIGHT)``,
+``Sinkhorn(max_iters=2)``, ``SinkhornNewton()``) so that compilations are shared across tests.
 """
 
 import dataclasses
@@ -18,7 +20,8 @@ import pytest
 import helpers
 import otkit
 
-N, M = 12, 10
+N, M = 14, 11
+TIGHT = 10000  # the static iteration cap of tight solves, as in test_sinkhorn.py
 CONVERGED, STALLED, MAX_ITERS = (otkit.Result.CONVERGED, otkit.Result.STALLED,
                                  otkit.Result.MAX_ITERS)
 
@@ -99,9 +102,9 @@ def test_solve_equals_the_wrappers_and_pot(dtype):
   geom = otkit.PointCloud(x, y)
   f32 = dtype == np.float32
   tol = 1e-5 if f32 else 1e-12
-  out = otkit.solve(geom, a, b, epsilon=0.1, solver=otkit.Sinkhorn(tol=tol, max_iters=5000))
+  out = otkit.solve(geom, a, b, epsilon=0.1, solver=otkit.Sinkhorn(tol=tol, max_iters=TIGHT))
   chex.assert_trees_all_equal(out, otkit.sinkhorn(geom, a, b, epsilon=0.1, tol=tol,
-                                                  max_iters=5000))
+                                                  max_iters=TIGHT))
   newton = otkit.solve(geom, a, b, epsilon=0.1, solver=otkit.SinkhornNewton(tol=tol))
   chex.assert_trees_all_equal(newton, otkit.sinkhorn_newton(geom, a, b, epsilon=0.1, tol=tol))
   assert out.f.dtype == dtype and bool(out.converged) and bool(newton.converged)
@@ -139,12 +142,11 @@ def test_solver_objects_pass_through_jit_and_vmap():
   tols = np.asarray([1e-2, 1e-4, 1e-6, 1e-9])
 
   def solve(tol):  # a solver built inside the vmapped function, from a traced tol
-    return otkit.solve(geom, a, b, epsilon=0.05, solver=otkit.Sinkhorn(tol=tol, anneal=False))
+    return otkit.solve(geom, a, b, epsilon=0.05, solver=otkit.Sinkhorn(tol=tol))
 
   batched = jax.jit(jax.vmap(solve))(tols)
   # A batch of solver objects is a pytree with batched leaves.
-  solvers = jax.tree.map(lambda *leaves: jnp.stack(leaves),
-                         *[otkit.Sinkhorn(tol=t, anneal=False) for t in tols])
+  solvers = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[otkit.Sinkhorn(tol=t) for t in tols])
   by_objects = jax.vmap(lambda s: otkit.solve(geom, a, b, epsilon=0.05, solver=s))(solvers)
   # Batched jit and eager reductions round differently: 1e-12 is above the rounding of the
   # O(1) potentials and of the L1 errors (sums of 22 terms of exponents O(|f|/ε) ≈ 200).
@@ -161,8 +163,11 @@ def test_solver_objects_pass_through_jit_and_vmap():
 
 
 def _floored():
-  """A float32 problem whose error floors at ~2e-7 (float32 rounding): tol = 1e-9 stalls."""
-  x, y, _, _ = _problem(n=30, m=30, dtype=np.float32)
+  """A float32 problem whose error floors at ~2e-7 (float32 rounding): tol = 1e-9 stalls.
+
+  The shapes of ``_problem``: its solves in both dtypes are compilations other tests share.
+  """
+  x, y, _, _ = _problem(dtype=np.float32)
   return otkit.PointCloud(x, y), 0.5, 1e-9
 
 
@@ -171,7 +176,7 @@ def test_result_codes_and_check_messages(jit):
   x, y, a, b = _problem()
   geom = otkit.PointCloud(x, y)
   solve = _maybe_jit(lambda geom, solver: otkit.solve(geom, epsilon=0.5, solver=solver), jit)
-  capped = solve(geom, otkit.Sinkhorn(max_iters=1))
+  capped = solve(geom, otkit.Sinkhorn(max_iters=2))
   good = solve(geom, otkit.Sinkhorn(tol=1e-6))
   floored_geom, _, tol = _floored()
   stalled = solve(floored_geom, otkit.Sinkhorn(tol=tol))
@@ -179,12 +184,13 @@ def test_result_codes_and_check_messages(jit):
     assert int(out.result) == code
     _assert_converged_is_result(out)
   assert float(stalled.error) < 1e-5 and int(stalled.n_iters) < 2000
-  # In float64 the same problem reaches the tolerance: the floor was float32's.
-  x64 = jnp.asarray(floored_geom.x, jnp.float64)
-  assert int(solve(otkit.PointCloud(x64, jnp.asarray(floored_geom.y, jnp.float64)),
-                   otkit.Sinkhorn(tol=tol)).result) == CONVERGED
+  if not jit:  # a property of the problem, not of jit: checked once
+    # In float64 the same problem reaches the tolerance: the floor was float32's.
+    x64 = jnp.asarray(floored_geom.x, jnp.float64)
+    assert int(solve(otkit.PointCloud(x64, jnp.asarray(floored_geom.y, jnp.float64)),
+                     otkit.Sinkhorn(tol=tol)).result) == CONVERGED
   assert otkit.check(good) is good
-  for out, name in ((capped, "MAX_ITERS"), (stalled, "STALLED")):
+  for out, name in ((capped, "MAX_ITERS.*`max_iters`"), (stalled, "STALLED")):
     with pytest.raises(RuntimeError, match=f"SinkhornOutput: the problem stopped with {name}"):
       otkit.check(out)
 
@@ -227,6 +233,10 @@ def _unrolled_value(x, epsilon=0.5):
   return otkit.solve(otkit.PointCloud(x, Y5), epsilon=epsilon, solver=solver).value
 
 
+# Compiled once for the tangent check and the finite differences of the gradient.
+_unrolled_gradient = jax.jit(jax.grad(_unrolled_value))
+
+
 def _annealed_value(decay):
   # 15 sweeps from ε₀ = max C ≈ 14 down to ε = 0.1 and on: the value depends on the schedule.
   solver = otkit.Sinkhorn(anneal=True, anneal_decay=decay, fixed_iters=15, grad_mode="unroll")
@@ -234,9 +244,10 @@ def _annealed_value(decay):
 
 
 def test_gradient_in_anneal_decay_matches_finite_differences():
-  grad = helpers.assert_directional_derivative(_annealed_value, 0.6, 1.0, rtol=1e-6)
+  # The gradient under jit against central differences of the eager value.
+  grad = jax.jit(jax.grad(_annealed_value))(0.6)
+  helpers.assert_gradient_along(grad, _annealed_value, 0.6, 1.0, rtol=1e-6)
   assert abs(float(grad)) > 1e-3  # not a vacuous zero
-  np.testing.assert_allclose(jax.jit(jax.grad(_annealed_value))(0.6), grad, rtol=1e-12)
 
 
 def test_jvp_of_the_unrolled_value_matches_finite_differences():
@@ -245,17 +256,16 @@ def test_jvp_of_the_unrolled_value_matches_finite_differences():
   np.testing.assert_allclose(value, _unrolled_value(X6), rtol=1e-14)
   fd = helpers.central_difference(_unrolled_value, jnp.asarray(X6), direction)
   np.testing.assert_allclose(tangent, fd, rtol=1e-6)
-  np.testing.assert_allclose(tangent, jnp.vdot(jax.grad(_unrolled_value)(X6), direction),
-                             rtol=1e-10)
+  np.testing.assert_allclose(tangent, jnp.vdot(_unrolled_gradient(X6), direction), rtol=1e-10)
 
 
 def test_hessian_of_the_unrolled_value_matches_finite_differences_of_the_gradient():
-  hessian = jax.hessian(_unrolled_value)(jnp.asarray(X6))
+  hessian = jax.jit(jax.hessian(_unrolled_value))(jnp.asarray(X6))
   chex.assert_shape(hessian, (*X6.shape, *X6.shape))
   flat = np.asarray(hessian).reshape(X6.size, X6.size)
   np.testing.assert_allclose(flat, flat.T, atol=1e-9 * np.abs(flat).max())
   direction = np.random.default_rng(2).normal(size=X6.shape)
-  fd = helpers.central_difference(jax.grad(_unrolled_value), jnp.asarray(X6), direction)
+  fd = helpers.central_difference(_unrolled_gradient, jnp.asarray(X6), direction)
   np.testing.assert_allclose(jnp.tensordot(hessian, direction, 2), fd,
                              atol=1e-7 * np.abs(fd).max())
 
@@ -283,10 +293,13 @@ def test_plan_functions_reject_another_geometry_of_the_same_shape(dtype):
 # ----------------------------------------------------------------------------- the divergence
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+# Under jit in float64; float32 eagerly.
+@pytest.mark.parametrize("dtype, jit", [(np.float32, False), (np.float64, False),
+                                        (np.float64, True)],
+                         ids=["f32-eager", "f64-eager", "f64-jit"])
 def test_divergence_of_a_geometry_equals_the_points_form(dtype, jit):
   x, y, a, b = _problem(dtype=dtype)
-  solver = otkit.Sinkhorn(tol=1e-5 if dtype == np.float32 else 1e-11, max_iters=5000)
+  solver = otkit.Sinkhorn(tol=1e-5 if dtype == np.float32 else 1e-11, max_iters=TIGHT)
   by_geometry = _maybe_jit(
       lambda geom, a, b: otkit.sinkhorn_divergence(geom, a=a, b=b, epsilon=0.2, solver=solver),
       jit)(otkit.PointCloud(x, y), a, b)
@@ -297,14 +310,15 @@ def test_divergence_of_a_geometry_equals_the_points_form(dtype, jit):
 
 
 def test_divergence_with_the_newton_solver_matches_sinkhorn():
-  # n = m: the three problems share one compilation. Sinkhorn's divergence is checked against
-  # ott-jax's in tests/estimators/test_divergence.py.
-  x, y, a, b = _problem(n=20, m=20)
+  # n = m: the three Newton problems share one compilation (and the self-problems of Sinkhorn
+  # that of the test above). Sinkhorn's divergence is checked against ott-jax's in
+  # tests/estimators/test_divergence.py.
+  x, y, a, b = _problem(n=N, m=N)
   epsilon = 0.05
   newton = otkit.sinkhorn_divergence(x, y, a, b, epsilon=epsilon,
                                      solver=otkit.SinkhornNewton(tol=1e-9))
   sinkhorn = otkit.sinkhorn_divergence(x, y, a, b, epsilon=epsilon,
-                                       solver=otkit.Sinkhorn(tol=1e-12, max_iters=20000))
+                                       solver=otkit.Sinkhorn(tol=1e-12, max_iters=TIGHT))
   assert bool(newton.converged) and bool(sinkhorn.converged) and newton.value.dtype == np.float64
   # An L1 marginal error of 1e-9 moves each value by at most 1e-9 · max |potential|.
   np.testing.assert_allclose(newton.value, sinkhorn.value, rtol=0, atol=1e-7)

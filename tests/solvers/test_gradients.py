@@ -1,4 +1,10 @@
-"""Gradients of Sinkhorn (implicit, unroll, envelope) against central finite differences in float64."""
+"""Gradients of Sinkhorn (implicit, unroll, envelope) against central finite differences in float64.
+
+Every gradient of the objective below is taken in ``(x, a, ε, τ_a)`` together by one jitted
+function (``helpers.sinkhorn_objective_grad``): one compilation per grad mode serves all tests.
+"""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -25,71 +31,85 @@ def _data(seed=0):
 X, Y, A, B, WF, WG = _data()
 
 
+def _weights(mode):
+  """The value plus potentials (implicit/unroll), or only the value (envelope)."""
+  if mode == "envelope":
+    return (1.0, np.zeros(N), np.zeros(M))
+  return (1.0, WF, WG)
+
+
+def _args(mode, x, a, epsilon, tau_a):
+  b = B if tau_a == 1.0 else 1.3 * B
+  return (mode, x, a, epsilon, tau_a, Y, b, _weights(mode))
+
+
 def _loss(mode, x, a, epsilon, tau_a):
   """A scalar that depends on the potentials (implicit/unroll) or only on the value (envelope)."""
-  b = B if tau_a == 1.0 else 1.3 * B
-  out = otkit.sinkhorn(otkit.PointCloud(x, Y), a, b, epsilon=epsilon, tau_a=tau_a, tol=1e-12,
-                       max_iters=3000, grad_mode=mode)
-  if mode == "envelope":
-    return out.value
-  return out.value + jnp.dot(WF, out.f) + jnp.dot(WG, out.g)
+  return helpers.sinkhorn_objective_value(*_args(mode, x, a, epsilon, tau_a))
 
 
-_assert_directional = helpers.assert_directional_derivative
+@functools.lru_cache(maxsize=None)
+def _gradient(mode, epsilon, tau_a):
+  """``∇_(x, a, ε, τ_a)`` of :func:`_loss` at ``(X, A, epsilon, tau_a)``."""
+  return helpers.sinkhorn_objective_grad(*_args(mode, X, A, epsilon, tau_a))
+
+
+def _assert_along(grad, fn, point, direction):
+  helpers.assert_gradient_along(grad, fn, jnp.asarray(point), direction)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_gradient_in_points(mode):
   direction = np.random.default_rng(1).normal(size=X.shape)
-  _assert_directional(lambda x: _loss(mode, x, A, 0.1, 1.0), jnp.asarray(X), direction)
+  _assert_along(_gradient(mode, 0.1, 1.0)[0], lambda x: _loss(mode, x, A, 0.1, 1.0), X, direction)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_gradient_in_weights(mode):
   direction = np.random.default_rng(2).normal(size=N)
   direction -= direction.mean()  # stay on the balanced constraint Σa = Σb
-  _assert_directional(lambda a: _loss(mode, X, a, 0.1, 1.0), jnp.asarray(A), direction)
+  _assert_along(_gradient(mode, 0.1, 1.0)[1], lambda a: _loss(mode, X, a, 0.1, 1.0), A, direction)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_gradient_in_epsilon(mode):
-  _assert_directional(lambda e: _loss(mode, X, A, e, 1.0), jnp.asarray(0.2), 1.0)
+  _assert_along(_gradient(mode, 0.2, 1.0)[2], lambda e: _loss(mode, X, A, e, 1.0), 0.2, 1.0)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_gradient_in_tau(mode):
-  _assert_directional(lambda t: _loss(mode, X, A, 0.2, t), jnp.asarray(0.7), 1.0)
+  _assert_along(_gradient(mode, 0.2, 0.7)[3], lambda t: _loss(mode, X, A, 0.2, t), 0.7, 1.0)
 
 
 @pytest.mark.parametrize("mode", ("implicit", "unroll"))
 def test_gradient_in_unbalanced_weights(mode):
   direction = np.random.default_rng(3).normal(size=N)
-  _assert_directional(lambda a: _loss(mode, X, a, 0.2, 0.7), jnp.asarray(A), direction)
+  _assert_along(_gradient(mode, 0.2, 0.7)[1], lambda a: _loss(mode, X, a, 0.2, 0.7), A, direction)
 
 
 def test_first_potential_gradient_float32_matches_float64():
-  def first_potential(x, y):
-    return otkit.sinkhorn(otkit.PointCloud(x, y), epsilon=0.1, tol=1e-5, max_iters=5000).f[0]
-
-  grad = jax.jit(jax.grad(first_potential))
-  g64 = grad(jnp.asarray(X), jnp.asarray(Y))
-  g32 = grad(jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32))
+  u, v = np.full(N, 1 / N), np.full(M, 1 / M)
+  e0 = np.eye(N)[0]  # the objective f[0]
+  args = ("implicit", X, u, 0.1, 1.0, Y, v, (0.0, e0, np.zeros(M)), 1e-5)
+  g64 = helpers.sinkhorn_objective_grad(*args)[0]
+  f32 = lambda v: jax.tree.map(lambda w: np.asarray(w, np.float32), v)
+  g32 = helpers.sinkhorn_objective_grad(args[0], *f32(args[1:]))[0]
   assert g32.dtype == jnp.float32 and np.all(np.isfinite(g32))
   np.testing.assert_allclose(g32, g64, atol=1e-3 * np.abs(g64).max())
 
 
 def test_gradient_flows_through_jit_and_vmap():
   xs = jnp.stack([jnp.asarray(_data(s)[0]) for s in range(3)])
-  loss = lambda x: _loss("implicit", x, A, 0.1, 1.0)
+  loss = lambda x: helpers.sinkhorn_objective(*_args("implicit", x, A, 0.1, 1.0))
   batched = jax.jit(jax.vmap(jax.grad(loss)))(xs)
   for i in range(3):
-    np.testing.assert_allclose(batched[i], jax.grad(loss)(xs[i]), rtol=1e-8, atol=1e-10)
+    single = helpers.sinkhorn_objective_grad(*_args("implicit", xs[i], A, 0.1, 1.0))[0]
+    np.testing.assert_allclose(batched[i], single, rtol=1e-8, atol=1e-10)
 
 
 def test_value_gradient_agrees_across_modes():
-  grads = [jax.grad(lambda x: otkit.sinkhorn(otkit.PointCloud(x, Y), A, B, epsilon=0.1, tol=1e-12,
-                                             max_iters=3000, grad_mode=m).value)(jnp.asarray(X))
-           for m in MODES]
+  value_only = (1.0, np.zeros(N), np.zeros(M))
+  grads = [helpers.sinkhorn_objective_grad(m, X, A, 0.1, 1.0, Y, B, value_only)[0] for m in MODES]
   for g in grads[1:]:
     np.testing.assert_allclose(g, grads[0], rtol=1e-7, atol=1e-10)
 
@@ -104,20 +124,34 @@ def test_implicit_gradient_at_small_epsilon_matches_a_dense_linear_solve():
   cost = jnp.asarray(rng.uniform(size=(n, n)))
   weights, direction = rng.normal(size=n), rng.normal(size=(n, n))
 
-  def solve(c):
-    return otkit.sinkhorn_newton(otkit.CostMatrix(c), epsilon=epsilon, tol=1e-13, cg_maxiter=60)
+  def objective(c):  # the solve comes back as the auxiliary output: one forward pass
+    out = otkit.sinkhorn_newton(otkit.CostMatrix(c), epsilon=epsilon, tol=1e-13, cg_maxiter=60)
+    return jnp.dot(weights, out.f), out
 
-  out = solve(cost)
+  grad, out = jax.jit(jax.grad(objective, has_aux=True))(cost)
   assert out.converged
-  exact = jnp.vdot(jax.grad(lambda c: jnp.dot(weights, solve(c).f))(cost), direction)
+  exact = jnp.vdot(grad, direction)
 
-  plan = np.asarray(otkit.transport_plan(otkit.CostMatrix(cost), out))
   a = np.full(n, 1.0 / n)
+  plan = helpers.plan(cost, a, a, out.f, out.g, epsilon)
   hessian = np.block([[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]]) / epsilon
   v = np.concatenate([a, -a])
   tangent = np.concatenate([(plan * direction).sum(1), (plan * direction).sum(0)]) / epsilon
   dz = np.linalg.solve(hessian + np.outer(v, v) / epsilon, tangent)
   np.testing.assert_allclose(exact, weights @ dz[:n], rtol=1e-6)
+
+
+def _zero_weight_loss(x, a, b, wf, wg, side):
+  if side == "rows":
+    out = otkit.sinkhorn(otkit.PointCloud(x, Y), a, b, epsilon=0.1, tol=1e-12, max_iters=3000)
+    return out.value + jnp.dot(wf, out.f) + jnp.dot(wg, jnp.sin(out.g))
+  out = otkit.sinkhorn(otkit.PointCloud(Y, x), b, a, epsilon=0.1, tol=1e-12, max_iters=3000)
+  return out.value + jnp.dot(wf, out.g) + jnp.dot(wg, jnp.sin(out.f))
+
+
+# One compilation per side, shared by both positions of the zero.
+_zero_weight_value = jax.jit(_zero_weight_loss, static_argnames="side")
+_zero_weight_grad = jax.jit(jax.grad(_zero_weight_loss), static_argnames="side")
 
 
 @pytest.mark.parametrize("side", ["rows", "columns"])
@@ -129,13 +163,6 @@ def test_implicit_gradient_with_a_zero_weight(side, zero_on):
   (a if zero_on == "larger" else b)[3] = 0.0
   a, b = a / a.sum(), b / b.sum()
   wf, wg = np.where(a > 0, WF, 0.0), np.where(b > 0, np.sin(WG), 0.0)
-
-  def loss(x):
-    if side == "rows":
-      out = otkit.sinkhorn(otkit.PointCloud(x, Y), a, b, epsilon=0.1, tol=1e-12, max_iters=3000)
-      return out.value + jnp.dot(wf, out.f) + jnp.dot(wg, jnp.sin(out.g))
-    out = otkit.sinkhorn(otkit.PointCloud(Y, x), b, a, epsilon=0.1, tol=1e-12, max_iters=3000)
-    return out.value + jnp.dot(wf, out.g) + jnp.dot(wg, jnp.sin(out.f))
-
   direction = np.random.default_rng(4).normal(size=X.shape)
-  _assert_directional(loss, jnp.asarray(X), direction)
+  grad = _zero_weight_grad(jnp.asarray(X), a, b, wf, wg, side=side)
+  _assert_along(grad, lambda x: _zero_weight_value(x, a, b, wf, wg, side=side), X, direction)

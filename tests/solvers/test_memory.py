@@ -32,6 +32,15 @@ def _peak_memory_mb(n: int, iters: int) -> tuple[float, int, bool]:
   return float(peak), int(n_iters), converged == "True"
 
 
+def test_online_sinkhorn_16384_points_under_1gb():
+  # A dense 16384 × 16384 float32 cost matrix alone would take 1 GiB (the long checks below
+  # take 30000 points).
+  peak, n_iters, _ = _peak_memory_mb(16384, 3)
+  assert n_iters == 3
+  assert peak < 1024, f"peak resident memory {peak:.0f} MB"
+
+
+@pytest.mark.slow
 def test_online_sinkhorn_30000_points_under_1gb():
   # A dense 30000 × 30000 float32 cost matrix alone would take 3.6 GB.
   peak, n_iters, _ = _peak_memory_mb(30000, 3)

@@ -83,7 +83,8 @@ def test_plan_matches_pot_and_a_long_sinkhorn_run():
   assert bool(out.converged)
   P = _plan(C, a, b, out.f, out.g, EPS)
   P_pot = ot.sinkhorn(a, b, C, EPS, method="sinkhorn_log", stopThr=1e-15, numItermax=200000)
-  long_run = otkit.sinkhorn(geom, a, b, epsilon=EPS, tol=1e-13, max_iters=100000)
+  # The static cap of the tight solves of test_sinkhorn.py (a shared compilation); ~100 needed.
+  long_run = otkit.sinkhorn(geom, a, b, epsilon=EPS, tol=1e-13, max_iters=10000)
   assert bool(long_run.converged)
   np.testing.assert_allclose(P, P_pot, atol=1e-8 * P.max(), rtol=0)
   np.testing.assert_allclose(P, _plan(C, a, b, long_run.f, long_run.g, EPS), atol=1e-8 * P.max(),
@@ -136,33 +137,40 @@ def test_zero_weights():
 # ----------------------------------------------------------------------------- gradients
 
 
+WEIGHTS = np.random.default_rng(5).normal(size=N + M)
+
+
 def _loss(mode, x, a, epsilon):
   """A scalar of the potentials and the value (the value only for the envelope mode)."""
   _, y, _, b = _small()
-  weights = np.random.default_rng(5).normal(size=N + M)
   caps = dict(warmup_iters=100, max_newton_iters=30) if mode == "unroll" else {}  # scan lengths
   out = otkit.sinkhorn_newton(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tol=1e-12,
                               grad_mode=mode, **caps)
   if mode == "envelope":
     return out.value
-  return out.value + jnp.dot(weights[:N], out.f) + jnp.dot(weights[N:], out.g)
+  return out.value + jnp.dot(WEIGHTS[:N], out.f) + jnp.dot(WEIGHTS[N:], out.g)
 
 
-def _sinkhorn_loss(mode, x, a, epsilon):
+# Jitted once per grad mode: a jitted gradient compiles faster than an eager one. (The finite
+# differences call `_loss` eagerly: its solve is the compilation the plan tests use.)
+_grad_x = jax.jit(jax.grad(_loss, argnums=1), static_argnums=0)
+_grad_x_a_eps = jax.jit(jax.grad(_loss, argnums=(1, 2, 3)), static_argnums=0)
+
+
+def _sinkhorn_gradient(x, a, epsilon, value_only=False):
+  """Sinkhorn's gradient of the same scalar in ``(x, a, ε)``, by its implicit mode (checked
+  against finite differences and its other modes in test_gradients.py; the compilation is the
+  one those tests share)."""
   _, y, _, b = _small()
-  weights = np.random.default_rng(5).normal(size=N + M)
-  out = otkit.sinkhorn(otkit.PointCloud(x, y), a, b, epsilon=epsilon, tol=1e-13, max_iters=20000,
-                       grad_mode=mode)
-  if mode == "envelope":
-    return out.value
-  return out.value + jnp.dot(weights[:N], out.f) + jnp.dot(weights[N:], out.g)
+  weights = (1.0, np.zeros(N), np.zeros(M)) if value_only else (1.0, WEIGHTS[:N], WEIGHTS[N:])
+  return helpers.sinkhorn_objective_grad("implicit", x, a, epsilon, 1.0, y, b, weights,
+                                         1e-13)[:3]
 
 
 def test_implicit_gradient_matches_finite_differences_and_sinkhorn():
   x, _, a, _ = _small()
-  grad = jax.grad(_loss, argnums=(1, 2, 3))("implicit", jnp.asarray(x), jnp.asarray(a), EPS)
-  reference = jax.grad(_sinkhorn_loss, argnums=(1, 2, 3))("implicit", jnp.asarray(x),
-                                                          jnp.asarray(a), EPS)
+  grad = _grad_x_a_eps("implicit", jnp.asarray(x), jnp.asarray(a), EPS)
+  reference = _sinkhorn_gradient(x, a, EPS)
   for mine, theirs in zip(grad, reference):
     np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-6 * np.abs(theirs).max())
   rng = np.random.default_rng(3)
@@ -182,8 +190,8 @@ def test_implicit_gradient_matches_finite_differences_and_sinkhorn():
 @pytest.mark.parametrize("mode", ["unroll", "envelope"])
 def test_other_grad_modes_agree_with_sinkhorn(mode):
   x, _, a, _ = _small()
-  grad = jax.grad(_loss, argnums=1)(mode, jnp.asarray(x), jnp.asarray(a), EPS)
-  reference = jax.grad(_sinkhorn_loss, argnums=1)(mode, jnp.asarray(x), jnp.asarray(a), EPS)
+  grad = _grad_x(mode, jnp.asarray(x), jnp.asarray(a), EPS)
+  reference = _sinkhorn_gradient(x, a, EPS, value_only=mode == "envelope")[0]
   assert np.all(np.isfinite(grad))
   np.testing.assert_allclose(grad, reference, rtol=1e-6, atol=1e-6 * np.abs(reference).max())
 
@@ -234,22 +242,29 @@ def test_every_stage2_iteration_keeps_the_dual_objective():
   C = _blobs()
   problem = _solve.make_problem(otkit.CostMatrix(C), None, None, 1e-3, 1.0, 1.0)
   sizes = _newton_hessian.sparsity(300, 300, 2.0)
-  warm = otkit.sinkhorn(otkit.CostMatrix(C), epsilon=1e-3, anneal=False, max_iters=100, tol=1e-14)
+  # The warm start of test_blobs_never_lose_dual_value_and_report_truthfully (one compilation).
+  warm = otkit.sinkhorn(otkit.CostMatrix(C), epsilon=1e-3, anneal=False, max_iters=200, tol=1e-14)
   geom_t = problem.geom.transpose()
-  state = _newton.start_stage2(problem, geom_t, sizes.candidates, warm.f, warm.g, warm.n_iters,
-                               jnp.asarray(False), jnp.asarray(1.5))
-  step = jax.jit(lambda s: jax.lax.cond(
-      s.fallback > 0, lambda t: _newton.sinkhorn_sweep(problem, geom_t, t),
-      lambda t: _newton.newton_step(problem, geom_t, sizes, 500, False, t), s))
-  value = jax.jit(lambda s: _dual.dual_objective(problem, s.f, s.g))
-  values, kinds = [float(value(state))], []
-  rounding = _dual_value_rounding(problem.a, problem.b, state.f, state.g, 1e-3)
-  for _ in range(40):
-    kinds.append(int(state.fallback) > 0)
-    state = step(state)
-    values.append(float(value(state)))
-    rounding = max(rounding, _dual_value_rounding(problem.a, problem.b, state.f, state.g, 1e-3))
-  assert any(kinds) and not all(kinds)  # both Newton steps and sweeps happened
+
+  @jax.jit
+  def stage2(f, g, n_iters):  # 40 iterations, one compilation
+    state = _newton.start_stage2(problem, geom_t, sizes.candidates, f, g, n_iters,
+                                 jnp.asarray(False), jnp.asarray(1.5))
+
+    def iteration(s, _):
+      new = jax.lax.cond(
+          s.fallback > 0, lambda t: _newton.sinkhorn_sweep(problem, geom_t, t),
+          lambda t: _newton.newton_step(problem, geom_t, sizes, 500, False, t), s)
+      return new, (s.fallback > 0, _dual.dual_objective(problem, new.f, new.g), new.f, new.g)
+
+    _, history = jax.lax.scan(iteration, state, None, length=40)
+    return _dual.dual_objective(problem, state.f, state.g), state.f, state.g, history
+
+  value0, f0, g0, (kinds, values, fs, gs) = stage2(warm.f, warm.g, warm.n_iters)
+  values = np.concatenate([[value0], values])
+  fs, gs = np.concatenate([[f0], fs]), np.concatenate([[g0], gs])
+  rounding = max(_dual_value_rounding(problem.a, problem.b, f, g, 1e-3) for f, g in zip(fs, gs))
+  assert np.any(kinds) and not np.all(kinds)  # both Newton steps and sweeps happened
   assert np.all(np.diff(values) >= -2 * rounding), np.diff(values).min()
 
 
