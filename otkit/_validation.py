@@ -105,6 +105,13 @@ def _check_scalar(name: str, value: Any, dtype, strict: bool) -> Array:
   if values is not None and not (np.isfinite(values) and (values > 0 if strict else values >= 0)):
     raise ValueError(f"`{name}` must be a finite number {'>' if strict else '>='} 0; "
                      f"got {float(values)!r}.")
+  if values is not None and strict and is_concrete(arr):
+    tiny = float(jnp.finfo(arr.dtype).tiny)
+    with jax.ensure_compile_time_eval():
+      cast = float(arr)
+    if not (tiny <= cast < float("inf")):
+      raise ValueError(f"`{name}` = {float(values)!r} is outside the range of {arr.dtype} (it "
+                       f"becomes {cast!r}); rescale the problem or use a wider dtype.")
   return arr
 
 

@@ -240,9 +240,9 @@ class SlicedTo:
 def _check_weight(weight) -> Array:
   w = V.as_float_array("weight", weight)
   if w.ndim != 0:
-    raise ValueError(f"An energy can be scaled by a scalar only; got a weight of shape {w.shape}.")
+    raise ValueError(f"`weight`: an energy can be scaled by a scalar only; got shape {w.shape}.")
   if V.is_concrete(w) and not np.isfinite(float(w)):
-    raise ValueError(f"An energy's weight must be finite; got {float(w)!r}.")
+    raise ValueError(f"`weight` of an energy must be finite; got {float(w)!r}.")
   return w
 
 
@@ -272,6 +272,7 @@ class Energy:
 
   def __call__(self, x: Array) -> Array:
     x = V.check_points("x", x)
+    self.check(x)
     total = jnp.zeros((), x.dtype)
     for term, weight in zip(self.terms, self.weights):
       total = total + weight.astype(x.dtype) * jnp.asarray(term.value(x), x.dtype)
@@ -329,12 +330,13 @@ def _single(term) -> Energy:
   return Energy((term,), (jnp.asarray(1.0),))
 
 
-def as_energy(energy) -> Energy:
-  """An :class:`Energy` from an energy or a function ``fn(x (n, d)) -> scalar``."""
+def as_energy(energy, *, name: str = "energy") -> Energy:
+  """An :class:`Energy` from an energy or a function ``fn(x (n, d)) -> scalar`` (``name``: the
+  argument named by the error otherwise)."""
   if isinstance(energy, Energy):
     return energy
   if isinstance(energy, numbers.Number) or not callable(energy):
-    raise ValueError(f"An energy must be an otkit.flows.Energy or a function x -> scalar; got "
+    raise ValueError(f"`{name}` must be an otkit.flows.Energy or a function x -> scalar; got "
                      f"{type(energy).__name__}.")
   return _single(FunctionTerm(energy))
 
@@ -343,9 +345,9 @@ def total(*energies) -> Energy:
   """The sum of energies (or functions ``x -> scalar``), the same as ``e1 + e2 + …``."""
   if not energies:
     raise ValueError("`total` needs at least one energy.")
-  out = as_energy(energies[0])
+  out = as_energy(energies[0], name="energies")
   for energy in energies[1:]:
-    out = out + energy
+    out = out + as_energy(energy, name="energies")
   return out
 
 

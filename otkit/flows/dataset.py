@@ -119,13 +119,17 @@ def margin_potential(signs, w, b=0.0, *, margin=1.0) -> Energy:
     0.75
   """
   w = V.as_float_array("w", w)
-  if w.ndim != 1:
-    raise ValueError(f"`w` must be a vector (d,); got shape {w.shape}.")
+  if w.ndim != 1 or not w.size:
+    raise ValueError(f"`w` must be a non-empty vector (d,); got shape {w.shape}.")
   signs = V.as_float_array("signs", signs, w.dtype)
-  if signs.ndim != 1:
-    raise ValueError(f"`signs` must have shape (n,); got {signs.shape}.")
-  return _single(Margin(signs, w, V.as_float_array("b", b, w.dtype),
-                        V.as_float_array("margin", margin, w.dtype)))
+  if signs.ndim != 1 or not signs.size:
+    raise ValueError(f"`signs` must have shape (n,) with n >= 1; got {signs.shape}.")
+  scalars = {name: V.as_float_array(name, v, w.dtype) for name, v in (("b", b), ("margin", margin))}
+  for name, v in (("w", w), ("signs", signs), *scalars.items()):
+    if name in scalars and v.ndim:
+      raise ValueError(f"`{name}` must be a scalar; got shape {v.shape}.")
+    V.check_finite(name, v)
+  return _single(Margin(signs, w, scalars["b"], scalars["margin"]))
 
 
 def class_collapse(labels, *, num_classes=None) -> Energy:
@@ -147,7 +151,10 @@ def class_collapse(labels, *, num_classes=None) -> Energy:
     >>> round(float(F(jnp.array([[0.0], [2.0], [5.0]]))), 6)  # (1 + 1 + 0) / 6
     0.333333
   """
-  codes, k = _codes("labels", labels, jnp.shape(labels)[0], num_classes)
+  shape = jnp.shape(labels) if not isinstance(labels, str) else ()
+  if len(shape) != 1:
+    raise ValueError(f"`labels` must be integer labels of shape (n,); got {labels!r:.60}.")
+  codes, k = _codes("labels", labels, shape[0], num_classes)
   return _single(WithinClass(codes, k=k))
 
 

@@ -104,11 +104,17 @@ class PNorm:
   symmetric = True
 
   def __post_init__(self):
-    # Python numbers are checked here; arrays (possibly traced) at the caller's discretion.
+    # Numbers and concrete arrays are checked here; traced values (vmap over a PNorm) are not.
     for name, low, strict in (("p", 1.0, False), ("power", 0.0, True)):
       value = getattr(self, name)
-      if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        ok = math.isfinite(value) and (value > low if strict else value >= low)
+      if isinstance(value, (str, bytes, complex, np.complexfloating)) or (
+          isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer)
+          and not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating))):
+        raise ValueError(f"`{name}` of PNorm must be a real number; got {value!r}.")
+      values = (np.asarray(value) if isinstance(value, (int, float, np.number, np.ndarray, jax.Array))
+                and not isinstance(value, (bool, jax.core.Tracer)) else None)
+      if values is not None:
+        ok = values.size and np.all(np.isfinite(values) & (values > low if strict else values >= low))
         if not ok:
           raise ValueError(f"`{name}` of PNorm must be a finite number "
                            f"{'>' if strict else '>='} {low:g}; got {value!r}.")
@@ -137,11 +143,73 @@ class CustomCost:
 
   symmetric = False
 
+  def __post_init__(self):
+    if not callable(self.fn):
+      raise ValueError(f"`fn` of CustomCost must be a callable c(x, y) -> scalar; got {self.fn!r}.")
+
   def __call__(self, x: Array, y: Array) -> Array:
     return self.fn(y, x) if self.swap else self.fn(x, y)
 
   def pairwise(self, x: Array, y: Array) -> Array:
     return _pairwise_by_vmap(self, x, y)
+
+
+def check_cost(cost, x: Array, y: Array) -> None:
+  """Checks eagerly (by tracing one pair, no computation) that ``cost`` maps two points to a
+  scalar, and that a :class:`PNorm`'s exponents are scalars."""
+  if isinstance(cost, PNorm) and any(jnp.ndim(v) for v in (cost.p, cost.power)):
+    raise ValueError(f"`p` and `power` of PNorm must be scalars; got shapes {jnp.shape(cost.p)} "
+                     f"and {jnp.shape(cost.power)}. Use `jax.vmap` to batch them.")
+  name = "fn` of CustomCost" if isinstance(cost, CustomCost) else "cost_fn"
+  try:
+    point = lambda z: jax.ShapeDtypeStruct(z.shape[1:], z.dtype)  # noqa: E731
+    out = jax.eval_shape(cost, point(x), point(y))
+  except TypeError as err:
+    raise ValueError(f"`{name} failed on a pair of points x_i, y_j of shape {x.shape[1:]}: "
+                     f"{err}") from None
+  if getattr(out, "shape", None) != ():
+    raise ValueError(f"`{name} must return a scalar for a pair of points; got "
+                     f"{getattr(out, 'shape', out)!r}.")
+
+
+def _largest(cost, x: Array, y: Array) -> float | None:
+  """An upper bound on the costs of a norm-based ``cost`` between concrete ``x`` and ``y`` (in
+  float64; only ``d`` maxima and minima per cloud cross to the host), ``None`` otherwise."""
+  traced = [v for v in (x, y, getattr(cost, "p", 0.0), getattr(cost, "power", 0.0))
+            if isinstance(v, jax.core.Tracer)]
+  if not isinstance(cost, (SqEuclidean, Euclidean, PNorm)) or traced:
+    return None
+  with jax.ensure_compile_time_eval():
+    ends = [np.asarray(r(z, axis=0), float) for z in (x, y) for r in (jnp.min, jnp.max)]
+  spread = float(np.max(np.maximum(ends[1], ends[3]) - np.minimum(ends[0], ends[2])))
+  d = x.shape[1]
+  if isinstance(cost, SqEuclidean):
+    return d * spread ** 2
+  if isinstance(cost, Euclidean):
+    return math.sqrt(d) * spread
+  p, power = np.asarray(cost.p, float), np.asarray(cost.power, float)
+  if p.ndim or power.ndim:
+    return None
+  return float((d ** (1.0 / float(p)) * spread) ** float(power))
+
+
+def check_cost_range(cost, x: Array, y: Array) -> None:
+  """Refuses concrete points whose norm-based costs the dtype cannot hold: costs that overflow,
+  or costs so small that even those within a factor ``eps`` of the largest are subnormal (flushed
+  to zero by XLA). OT is invariant under scaling the points by ``s`` with ε scaled like the cost
+  (by ``s²`` for the squared Euclidean cost): rescale, or use a wider dtype."""
+  largest = _largest(cost, x, y)
+  if largest is None:
+    return
+  info = jnp.finfo(x.dtype)
+  if largest > float(info.max) / 16:
+    raise ValueError(f"`x` and `y` are too far apart for {x.dtype}: costs up to {largest:.3g} "
+                     f"overflow (largest {x.dtype} {float(info.max):.3g}). Rescale the points "
+                     "(and ε with the cost) or use a wider dtype.")
+  if 0 < largest < float(info.tiny) / float(info.eps):
+    raise ValueError(f"`x` and `y` are too close together for {x.dtype}: costs up to "
+                     f"{largest:.3g} underflow (smallest normal {x.dtype} {float(info.tiny):.3g}). "
+                     "Rescale the points (and ε with the cost) or use a wider dtype.")
 
 
 def is_cost(cost_fn) -> bool:

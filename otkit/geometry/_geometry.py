@@ -125,9 +125,12 @@ class PointCloud:
     dtype = V.common_dtype(x, y)
     if not _costs.is_cost(self.cost_fn):
       raise ValueError(f"`cost_fn` must be an otkit cost or a callable c(x, y); got {self.cost_fn!r}.")
+    _costs.check_cost(self.cost_fn, x, y)
     if self.chunk_size is not None:
       V.check_static_int("chunk_size", self.chunk_size)
-    return replace_fields(self, x=x.astype(dtype), y=y.astype(dtype))
+    x, y = x.astype(dtype), y.astype(dtype)
+    _costs.check_cost_range(self.cost_fn, x, y)
+    return replace_fields(self, x=x, y=y)
 
   def self_pairs(self) -> tuple["PointCloud", "PointCloud"]:
     """The geometries of ``x`` with ``x`` and of ``y`` with ``y`` (same cost and blocking), for

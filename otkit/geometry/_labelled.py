@@ -142,6 +142,8 @@ def check_labels(name: str, labels: Any, n: int, num_classes: int | None = None)
   """Validates integer class indices of shape ``(n,)`` (in ``[0, num_classes)`` when given)."""
   if labels is None:
     raise ValueError(f"`{name}` is required, got None.")
+  if num_classes is not None:
+    V.check_static_int("num_classes", num_classes)
   # Concrete labels stay NumPy (so that they stay concrete inside a caller's jit).
   arr = labels if isinstance(labels, jax.core.Tracer) else np.asarray(labels)
   if not jnp.issubdtype(arr.dtype, jnp.integer):
@@ -172,6 +174,7 @@ def validate(geom: LabelledPointCloud) -> LabelledPointCloud:
   labels_y = check_labels("labels_y", geom.labels_y, y.shape[0], cost.shape[1])
   if not _costs.is_cost(geom.cost_fn):
     raise ValueError(f"`cost_fn` must be an otkit cost or a callable c(x, y); got {geom.cost_fn!r}.")
+  _costs.check_cost(geom.cost_fn, x, y)
   weights = {}
   for name in ("feature_weight", "label_weight"):
     w = V.as_float_array(name, getattr(geom, name), dtype)

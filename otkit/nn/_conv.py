@@ -25,7 +25,8 @@ from flax.nnx.nn import dtypes
 from otkit import _validation as V
 from otkit.nn import _rank
 from otkit.nn import _spectral
-from otkit.nn._dense import INITS, default_kernel_init, left_factor, set_factor_params
+from otkit.nn._dense import (INITS, check_inputs, default_kernel_init, left_factor,
+                             set_factor_params, source_kernel)
 
 Array = jax.Array
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -52,9 +53,11 @@ def conv_kernel_matrix(kernel) -> Array:
     >>> otkit.nn.conv_kernel_matrix(jnp.zeros((3, 3, 16, 32))).shape
     (48, 96)
   """
-  kernel = jnp.asarray(kernel)
-  if kernel.ndim != 4:
-    raise ValueError(f"`kernel` must have shape (k_h, k_w, c_in, c_out); got {kernel.shape}.")
+  kernel = V.as_float_array("kernel", kernel)
+  if kernel.ndim != 4 or not kernel.size:
+    raise ValueError(f"`kernel` must have a non-empty shape (k_h, k_w, c_in, c_out); got "
+                     f"{kernel.shape}.")
+  V.check_finite("kernel", kernel)
   kh, kw, c_in, c_out = kernel.shape
   return kernel.transpose(0, 2, 1, 3).reshape(kh * c_in, kw * c_out)
 
@@ -186,8 +189,7 @@ class FactorizedConv(nnx.Module):
   def __call__(self, inputs: Array) -> Array:
     """Applies the layer to ``inputs`` of shape ``(..., H, W, c_in)``; returns ``(..., H', W', c_out)``."""
     kh, kw, c_in, c_out = self.kernel_shape
-    if inputs.ndim < 3 or inputs.shape[-1] != c_in:
-      raise ValueError(f"`inputs` must have shape (..., H, W, {c_in}); got {inputs.shape}.")
+    check_inputs(inputs, c_in, f"(..., H, W, {c_in})")
     m = None if self.m is None else self.m[...]
     bias = None if self.bias is None else self.bias[...]
     x, u, m, v, bias = dtypes.promote_dtype((inputs, self.u[...], m, self.v[...], bias),
@@ -233,7 +235,7 @@ def factorize_conv(layer: nnx.Conv, *, rank: int | None = None, rank_scale: floa
   """
   if not isinstance(layer, nnx.Conv):
     raise ValueError(f"`layer` must be an `nnx.Conv`; got {type(layer).__name__}.")
-  kernel = layer.kernel[...]
+  kernel = source_kernel(layer)
   plain = layer.feature_group_count == 1 and layer.input_dilation in (1, None, (1, 1))
   if kernel.ndim != 4 or not plain or layer.mask is not None:
     raise ValueError("`layer` must be a 2-D `nnx.Conv` without feature groups, input dilation or "

@@ -45,6 +45,23 @@ def set_factor_params(layer: nnx.Module, u: Array, v: Array, *, in_features: int
   layer.dtype, layer.param_dtype, layer.precision = dtype, param_dtype, precision
 
 
+def check_inputs(inputs, in_features: int, layout: str) -> None:
+  """Checks a layer's ``inputs`` eagerly: real numbers, shape ``layout`` ending in
+  ``in_features``, finite values when concrete (the layer computes in its own dtype)."""
+  x = V.as_float_array("inputs", inputs)
+  min_ndim = layout.count(",") + 1 - layout.count("...")
+  if x.ndim < min_ndim or x.shape[-1] != in_features:
+    raise ValueError(f"`inputs` must have shape {layout}; got {x.shape}.")
+  V.check_finite("inputs", x)
+
+
+def source_kernel(layer: nnx.Module) -> Array:
+  """The kernel of a layer to factorise, checked finite (its SVD would be NaN)."""
+  kernel = layer.kernel[...]
+  V.check_finite("layer.kernel", kernel)
+  return kernel
+
+
 def left_factor(layer: nnx.Module) -> Array:
   """``u`` or, with a middle factor, ``u m``: the left factor of the product kernel."""
   return layer.u[...] if layer.m is None else layer.u[...] @ layer.m[...]
@@ -124,6 +141,7 @@ class FactorizedDense(nnx.Module):
 
   def __call__(self, inputs: Array) -> Array:
     """Applies the layer to ``inputs`` of shape ``(..., in_features)``; returns ``(..., out_features)``."""
+    check_inputs(inputs, self.u.shape[0], f"(..., {self.u.shape[0]})")
     m = None if self.m is None else self.m[...]
     bias = None if self.bias is None else self.bias[...]
     x, u, m, v, bias = dtypes.promote_dtype((inputs, self.u[...], m, self.v[...], bias),
@@ -165,7 +183,7 @@ def factorize_dense(layer: nnx.Linear, *, rank: int | None = None, rank_scale: f
   """
   if not isinstance(layer, nnx.Linear):
     raise ValueError(f"`layer` must be an `nnx.Linear`; got {type(layer).__name__}.")
-  kernel = layer.kernel[...]
+  kernel = source_kernel(layer)
   r = _rank.resolve_rank(rank, rank_scale, *kernel.shape)
   u, v = _spectral.spectral_init(kernel, r)
   out = nnx.eval_shape(lambda: FactorizedDense(

@@ -79,8 +79,9 @@ def check_factors(u, v, m=None):
       arrays[name] = None
       continue
     x = V.as_float_array(name, x)
-    if x.ndim < 2:
-      raise ValueError(f"`{name}` must be a factor of shape (..., rows, r); got shape {x.shape}.")
+    if x.ndim < 2 or not x.size:
+      raise ValueError(f"`{name}` must be a non-empty factor of shape (..., rows, r); got shape "
+                       f"{x.shape}.")
     V.check_finite(name, x)
     arrays[name] = x
   u, v, m = arrays["u"], arrays["v"], arrays["m"]
@@ -88,6 +89,9 @@ def check_factors(u, v, m=None):
   if v.shape[-1] != r:
     raise ValueError(f"`u` and `v` must have the same rank r (last axis); got {u.shape} and "
                      f"{v.shape}.")
+  if any(x is not None and x.shape[:-2] != u.shape[:-2] for x in (v, m)):
+    raise ValueError(f"`u`, `v` (and `m`) must have the same leading (batch) axes; got {u.shape}, "
+                     f"{v.shape}" + ("" if m is None else f" and {m.shape}") + ".")
   if m is not None and m.shape[-2:] != (r, r):
     raise ValueError(f"`m` must have shape (..., {r}, {r}) to match the rank of `u`; got {m.shape}.")
   return u, v, m
@@ -139,7 +143,8 @@ def _check_group(where: str, leaves: dict[str, Any]) -> None:
   if m is not None:
     ok = ok and len(m) == len(u) and m[:-2] == u[:-2] and m[-2:] == (u[-1], u[-1])
   if not ok:
-    raise ValueError(f"Factors at `{where}` do not form a product u m vᵀ: expected u (..., p, r), "
+    raise ValueError(f"`params` holds factors at {where or 'its root'} that do not form a product "
+                     f"u m vᵀ: expected u (..., p, r), "
                      f"v (..., q, r) and optionally m (..., r, r); got u {u}, v {v}, m {m}.")
 
 
@@ -248,7 +253,8 @@ def frobenius_decay(coeff) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError("`frobenius_decay` needs the parameters: call `update(updates, state, params)`.")
+      raise ValueError("`params` is required by frobenius_decay: call "
+                       "`update(updates, state, params)`.")
     terms = _decay_terms(params)
 
     def add(path, update):

@@ -62,8 +62,8 @@ def spectral_init(w_full, rank: int) -> tuple[Array, Array]:
     True
   """
   w = V.as_float_array("w_full", w_full)
-  if w.ndim != 2:
-    raise ValueError(f"`w_full` must be a 2-D matrix of shape (p, q); got shape {w.shape}. "
+  if w.ndim != 2 or not w.size:
+    raise ValueError(f"`w_full` must be a non-empty 2-D matrix of shape (p, q); got shape {w.shape}. "
                      "Reshape convolution kernels with `conv_kernel_matrix` first.")
   V.check_finite("w_full", w)
   rank = _rank.check_rank(rank, *w.shape)

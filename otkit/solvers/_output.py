@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from otkit import _validation as V
+
 Array = jax.Array
 
 
@@ -26,7 +28,8 @@ class Result(enum.IntEnum):
       (float32 at small ε), or a problem the method cannot make progress on. ``error`` is the
       accuracy reached.
     MAX_ITERS: the iteration cap was reached before ``tol``.
-    NON_FINITE: an iterate became NaN or infinite; the last finite iterate is returned.
+    NON_FINITE: an iterate or the value became NaN or infinite (the last finite iterate is
+      returned), e.g. a run stopped by the cap before an ε-annealing schedule ended.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -47,8 +50,8 @@ _ADVICE = {
                     "use float64, a larger `epsilon`, a looser `tol`, or otkit.SinkhornNewton",
     Result.MAX_ITERS: "the iteration cap was reached: increase `max_iters`, loosen `tol`, or "
                       "increase `epsilon`",
-    Result.NON_FINITE: "an iterate became NaN or infinite: check the inputs (costs, weights) "
-                       "and try a larger `epsilon`",
+    Result.NON_FINITE: "an iterate or the value became NaN or infinite: check the inputs "
+                       "(costs, weights), try a larger `epsilon` or a larger `max_iters`",
 }
 
 
@@ -66,10 +69,33 @@ def combine_results(*results: Array) -> Array:
     >>> int(otkit.combine_results(otkit.Result.CONVERGED, otkit.Result.MAX_ITERS))
     2
   """
+  codes = [_check_codes(r) for r in results]
+  try:
+    jnp.broadcast_shapes(*(jnp.shape(c) for c in codes))
+  except ValueError as err:
+    raise ValueError(f"`results` must have broadcastable shapes ({err}).") from None
   out = jnp.asarray(Result.CONVERGED, jnp.int32)
-  for r in results:
-    out = jnp.maximum(out, jnp.asarray(r, jnp.int32))
+  for c in codes:
+    out = jnp.maximum(out, c)
   return out
+
+
+def _check_codes(r) -> Array:
+  """An integer array of result codes, each one of :class:`Result` when known."""
+  try:
+    arr = jnp.asarray(r)
+  except TypeError as err:
+    raise ValueError(f"`results` must be integer result codes (otkit.Result); got "
+                     f"{type(r).__name__}.") from err
+  if not jnp.issubdtype(arr.dtype, jnp.integer):
+    raise ValueError(f"`results` must be integer result codes (otkit.Result); got dtype "
+                     f"{arr.dtype}.")
+  if V.is_concrete(arr) and arr.size:
+    values = np.asarray(arr)
+    if values.min() < min(Result) or values.max() > max(Result):
+      raise ValueError(f"`results` must be codes of otkit.Result ({int(min(Result))}..."
+                       f"{int(max(Result))}); got values in [{values.min()}, {values.max()}].")
+  return arr.astype(jnp.int32)
 
 
 def reduce_result(result: Array) -> Array:

@@ -36,6 +36,13 @@ def _check_shape(geom, out: SinkhornOutput) -> None:
   if (out.f.shape[-1], out.g.shape[-1]) != tuple(geom.shape):
     raise ValueError(f"`out` has potentials of sizes {(out.f.shape[-1], out.g.shape[-1])} but `geom` "
                      f"has shape {tuple(geom.shape)}; pass the geometry the problem was solved on.")
+  for name in ("f", "g"):
+    if V.is_concrete(getattr(out, name)):
+      try:
+        V.check_finite(f"out.{name}", getattr(out, name))
+      except ValueError as err:
+        raise ValueError(f"`out` has non-finite potentials ({err}); the solve failed, see "
+                         "otkit.check(out).") from None
   leaves = [out.fingerprint, *jax.tree.leaves(geom)]
   if out.fingerprint.ndim or not all(V.is_concrete(v) for v in leaves):
     return

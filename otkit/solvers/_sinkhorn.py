@@ -189,8 +189,15 @@ def stalled(state: SinkhornState) -> Array:
   return state.stall >= STALL_SWEEPS
 
 
+def swept_at_target(schedule: Schedule, state: SinkhornState) -> Array:
+  """Whether the last sweep ran at the target ε, so that both marginal errors in
+  ``state.error`` are those of the target problem (the sweep that ends an annealing schedule
+  updates ``g`` at the previous ε: its column error is not the target's)."""
+  return schedule.at_target(state.it - 1)
+
+
 def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) -> Array:
-  converged = schedule.at_target(state.it) & (state.error <= tol)
+  converged = swept_at_target(schedule, state) & (state.error <= tol)
   return converged | (state.it >= max_iters) | state.failed | stalled(state)
 
 
@@ -283,7 +290,7 @@ def solve_problem(problem: _dual.Problem, init, solver, *, symmetric=False) -> S
                          fixed_iters=solver.fixed_iters,
                          differentiable=solver.grad_mode == "unroll", symmetric=symmetric)
     f, g = _dual.fix_gauge(problem, state.f, state.g)
-    converged = schedule.at_target(state.it) & (state.error <= tol) & ~state.failed
+    converged = swept_at_target(schedule, state) & (state.error <= tol) & ~state.failed
     result = result_code(converged, state.failed, stalled(state))
     return f, g, (result, state.it, state.error)
 
@@ -303,12 +310,11 @@ def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: st
       f, g = jax.lax.stop_gradient((f, g))
   result, n_iters, error = jax.lax.stop_gradient(aux)
   value = _dual.dual_objective(problem, f, g)
-  # Never a number that looks like an answer: non-finite potentials or error (costs or ε at the
-  # edge of the dtype's range), or a non-finite value of a converged solve, are NON_FINITE. (An
-  # unconverged solve stopped early in an annealing schedule may have a value of -inf at the
-  # target ε; its code already says it did not converge.)
-  finite = jnp.isfinite(error) & jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
-  finite = finite & ((result != Result.CONVERGED) | jnp.isfinite(value))
+  # Never a number that looks like an answer: non-finite potentials, error or value (costs or ε
+  # at the edge of the dtype's range, a run stopped early in an annealing schedule whose value
+  # at the target ε overflows) are NON_FINITE, whatever the stopping rule said.
+  finite = (jnp.isfinite(error) & jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
+            & jnp.isfinite(value))
   result = jnp.where(jax.lax.stop_gradient(finite), result, Result.NON_FINITE).astype(result.dtype)
   return SinkhornOutput(f=f, g=g, value=value, result=result, n_iters=n_iters, error=error,
                         a=problem.a, b=problem.b, epsilon=problem.epsilon, tau_a=problem.tau_a,

@@ -53,7 +53,8 @@ def _number(name: str, value: Any, low: float, high: float | None = None, *,
   values = V.concrete_values(value)
   if values is None:
     return value
-  if values.shape != () or not np.issubdtype(values.dtype, np.number):
+  if values.shape != () or not (np.issubdtype(values.dtype, np.integer)
+                                or np.issubdtype(values.dtype, np.floating)):
     raise ValueError(f"`{name}` must be a scalar number; got {value!r}.")
   v = float(values)
   above = v >= low if closed_low else v > low
