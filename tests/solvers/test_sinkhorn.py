@@ -52,7 +52,10 @@ def test_dense_and_online_geometries_agree(rng):
   np.testing.assert_allclose(out1.g, out2.g, atol=1e-8)
 
 
-@pytest.mark.parametrize("cost_fn, grad_mode", [(None, "unroll"), (otkit.PNorm(p=1.5), "implicit")])
+# The squared-Euclidean, unrolled variant runs with -m slow (the dense path and unrolled gradients
+# are each checked by default elsewhere).
+@pytest.mark.parametrize("cost_fn, grad_mode", [pytest.param(None, "unroll", marks=pytest.mark.slow),
+                                                (otkit.PNorm(p=1.5), "implicit")])
 def test_stored_cost_matrix_path_matches_pot_and_online_gradients(rng, cost_fn, grad_mode):
   # d = 20 (or a cost evaluated pair by pair) in the automatic mode stores the cost matrix.
   x, y, a, b = _problem(rng, n=30, m=25, d=20)
