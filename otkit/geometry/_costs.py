@@ -33,7 +33,14 @@ def _safe_sqrt(z: Array) -> Array:
 
 
 def _sq_distances(x: Array, y: Array) -> Array:
-  """``‖x_i − y_j‖²`` through one matrix product (fast; clamped at 0 against round-off)."""
+  """``‖x_i − y_j‖²`` through one matrix product (fast; clamped at 0 against round-off).
+
+  The points are first centred on the mean of ``y`` (exact: the cost is translation invariant),
+  so that the rounding of ``‖x‖² + ‖y‖² − 2⟨x, y⟩`` scales with the spread of the points, not with
+  their distance from the origin. The centre carries no gradient (none is due).
+  """
+  centre = jax.lax.stop_gradient(jnp.mean(y, axis=0))
+  x, y = x - centre, y - centre
   cross = jnp.matmul(x, y.T, precision=_HIGHEST)
   sq = jnp.sum(x * x, axis=-1)[:, None] + jnp.sum(y * y, axis=-1)[None, :] - 2.0 * cross
   return jnp.maximum(sq, 0.0)

@@ -45,9 +45,13 @@ ACCEPTED = ("named", "right", "reported")
 
 N, M, D = 5, 4, 2
 
-# Entry points whose valid calls compile long programs: their legitimate inputs run with -m slow.
+# Entry points whose valid calls compile long programs, or whose valid calls their own test
+# modules already run under jit, vmap and grad: their legitimate and random inputs run with
+# -m slow (their bad inputs, which raise before anything compiles, run by default).
 HEAVY = frozenset({"SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
-                   "flows.dataset.dataset_flow"})
+                   "flows.dataset.dataset_flow", "sinkhorn_divergence", "max_sliced_wasserstein",
+                   "minibatch_ot", "minibatch_bounds", "cli distance", "cli otdd",
+                   "nn.FactorizedConv", "nn.FactorizedDense", "flows.sinkhorn_divergence_to"})
 # Public names that take no user input of their own: outputs and enums, the class behind every
 # energy (built by the energy functions), and SqEuclidean (no arguments; every PointCloud's default).
 NOT_ENTRY_POINTS = frozenset({"Result", "ClassStatistics", "GaussianBarycenter", "Energy",

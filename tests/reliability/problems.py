@@ -106,9 +106,10 @@ def rounding(problem: Problem, f, g) -> float:
   ulp = float(jnp.finfo(jnp.dtype(problem.dtype)).eps)
   x, y = (np.asarray(v, float) for v in cast(problem)[:2])
   cost = ((x[:, None] - y[None]) ** 2).sum(-1)
-  # Squared distances are computed as ‖x‖² + ‖y‖² − 2⟨x, y⟩: their rounding scales with the
-  # squared norms of the points, not with the distances.
-  norms = np.max((x ** 2).sum(-1)) + np.max((y ** 2).sum(-1))
+  # Squared distances are computed as ‖x‖² + ‖y‖² − 2⟨x, y⟩ about the mean of y: their rounding
+  # scales with the squared norms of the centred points.
+  centre = y.mean(0)
+  norms = np.max(((x - centre) ** 2).sum(-1)) + np.max(((y - centre) ** 2).sum(-1))
   terms = np.max(np.abs(f)) + np.max(np.abs(g)) + np.max(cost) + norms
   eps = float(cast(problem)[4])
   s = 0.0 if problem.tau == 1.0 else (1.0 - problem.tau) / (eps * problem.tau)

@@ -32,6 +32,7 @@ def _peak_memory_mb(n: int, iters: int) -> tuple[float, int, bool]:
   return float(peak), int(n_iters), converged == "True"
 
 
+@pytest.mark.slow  # a memory goal: benchmarks/sinkhorn.py reports peak memory by default
 def test_online_sinkhorn_16384_points_under_1gb():
   # A dense 16384 × 16384 float32 cost matrix alone would take 1 GiB (the long checks below
   # take 30000 points).
