@@ -83,8 +83,9 @@ def make(p: Params) -> Problem:
 def cast(problem: Problem):
   """``(x, y, a, b, epsilon, tau)`` as arrays of the problem's dtype."""
   dtype = jnp.dtype(problem.dtype)
-  return tuple(jnp.asarray(v, dtype) for v in (problem.x, problem.y, problem.a, problem.b,
-                                              problem.epsilon, problem.tau))
+  with np.errstate(over="ignore"):  # values beyond the dtype's range become inf (then refused)
+    return tuple(jnp.asarray(v, dtype) for v in (problem.x, problem.y, problem.a, problem.b,
+                                                problem.epsilon, problem.tau))
 
 
 SOLVER = otkit.Sinkhorn(max_iters=5000)
@@ -175,7 +176,8 @@ def judge(problem: Problem, out, tol: float) -> tuple[str, str]:
     return "silent", f"converged but the plan's marginal error is {error:.3g} (tol {tol:.3g})"
   # Duality: primal(P(f, g)) − D(f, g) = ⟨f, P1 − a'⟩ + ⟨g, Pᵀ1 − b'⟩ (a', b' the targets),
   # plus, unbalanced, the curvature term; there the plan is feasible, so D ≤ OT_ε ≤ primal.
-  gap = (np.max(np.abs(f)) + np.max(np.abs(g)) + problem.epsilon) * (error + slack)
+  with np.errstate(over="ignore"):  # a slack of e^700 (the dtype cannot resolve the plan)
+    gap = (np.max(np.abs(f)) + np.max(np.abs(g)) + problem.epsilon) * (error + slack)
   value = float(numbers[0])
   # The value itself is a sum of terms of size |f|, |g| and ε (times the mass) in the dtype.
   ulp = float(jnp.finfo(jnp.dtype(problem.dtype)).eps)

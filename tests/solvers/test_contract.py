@@ -97,6 +97,10 @@ def test_solver_objects_are_frozen_pytrees_with_traced_numbers_only():
 # ----------------------------------------------------------------------------- solve vs oracles
 
 
+# float32 runs with -m slow: float32 plans against POT are checked by default in test_sinkhorn.py
+# and test_newton.py, and solve() in float32 by the reliability fuzz suite.
+@pytest.mark.parametrize("dtype", [pytest.param(np.float32, marks=pytest.mark.slow, id="f32"),
+                                   pytest.param(np.float64, id="f64")])
 def test_solve_equals_the_wrappers_and_pot(dtype):
   x, y, a, b = _problem(dtype=dtype)
   geom = otkit.PointCloud(x, y)
