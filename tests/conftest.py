@@ -35,6 +35,17 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# The longest tests start first, so that the two workers do not end with one of them alone.
+_LONG = ("test_notebook.py", "test_stored_cost_matrix_path", "test_other_grad_modes_agree",
+         "test_vmap_over_four_sinkhorn_flows", "test_vmap_over_a_batch_of_four_problems",
+         "test_sinkhorn_and_plan_functions_equal_the_dense_cost", "test_demo_writes_a_png",
+         "test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: not any(name in item.nodeid for name in _LONG))  # stable
+
+
 def pytest_sessionfinish(session):
   if _OWNER:  # the controlling process, after every worker
     shutil.rmtree(_CACHE, ignore_errors=True)

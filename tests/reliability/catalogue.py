@@ -51,7 +51,8 @@ N, M, D = 5, 4, 2
 HEAVY = frozenset({"SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
                    "flows.dataset.dataset_flow", "sinkhorn_divergence", "max_sliced_wasserstein",
                    "minibatch_ot", "minibatch_bounds", "cli distance", "cli otdd",
-                   "nn.FactorizedConv", "nn.FactorizedDense", "flows.sinkhorn_divergence_to"})
+                   "nn.FactorizedConv", "nn.FactorizedDense", "flows.sinkhorn_divergence_to",
+                   "Euclidean", "PNorm", "CostMatrix", "LabelledPointCloud"})
 # Public names that take no user input of their own: outputs and enums, the class behind every
 # energy (built by the energy functions), and SqEuclidean (no arguments; every PointCloud's default).
 NOT_ENTRY_POINTS = frozenset({"Result", "ClassStatistics", "GaussianBarycenter", "Energy",
@@ -336,6 +337,8 @@ def _cli(argv: list[str]) -> int:
       code = cli.main(argv)
     except SystemExit as exit_:  # argparse's own refusals
       code = exit_.code
+    except Exception as err:  # noqa: BLE001 - a user would see a traceback: a crash
+      raise RuntimeError(f"uncaught {type(err).__name__}: {err}") from err
   lines = err.getvalue().strip().splitlines()
   if code:
     if "Traceback" in err.getvalue():

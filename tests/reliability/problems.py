@@ -20,7 +20,6 @@ Shared by ``tests/reliability/test_fuzz.py`` (strategies from hypothesis) and
 from __future__ import annotations
 
 import dataclasses
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import otkit
 import problems
 
-SMALL = ((1, 7, 1), (12, 9, 3))
+SMALL = ((7, 5, 1),)
 FAST = settings(max_examples=15, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=400, deadline=None, derandomize=True, database=None,
