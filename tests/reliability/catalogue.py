@@ -52,7 +52,8 @@ HEAVY = frozenset({"SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
                    "flows.dataset.dataset_flow", "sinkhorn_divergence", "max_sliced_wasserstein",
                    "minibatch_ot", "minibatch_bounds", "cli distance", "cli otdd",
                    "nn.FactorizedConv", "nn.FactorizedDense", "flows.sinkhorn_divergence_to",
-                   "Euclidean", "PNorm", "CostMatrix", "LabelledPointCloud"})
+                   "Euclidean", "PNorm", "CostMatrix", "LabelledPointCloud",
+                   "flows.gradient_flow", "sliced_wasserstein", "gaussian_barycenter"})
 # Public names that take no user input of their own: outputs and enums, the class behind every
 # energy (built by the energy functions), and SqEuclidean (no arguments; every PointCloud's default).
 NOT_ENTRY_POINTS = frozenset({"Result", "ClassStatistics", "GaussianBarycenter", "Energy",
