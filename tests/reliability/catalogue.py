@@ -87,6 +87,17 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True)
+class Lazy:
+  """An argument built when a cell is called (flax layers: their initialisation compiles)."""
+
+  make: Callable[[], Any]
+
+
+def _resolve(args: dict) -> dict:
+  return {k: v.make() if isinstance(v, Lazy) else v for k, v in args.items()}
+
+
+@dataclasses.dataclass(frozen=True)
 class Entry:
   name: str
   fn: Callable[..., Any]
@@ -290,7 +301,7 @@ def _names_argument(message: str, names: tuple) -> bool:
 def judge(entry: Entry, cell: Cell) -> tuple[str, str]:
   """``(outcome, detail)`` of one cell (see the module docstring)."""
   try:
-    out = entry.fn(**cell.args)
+    out = entry.fn(**_resolve(cell.args))
     leaves = _float_leaves(out)
   except entry.errors as err:
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -313,7 +324,7 @@ def judge(entry: Entry, cell: Cell) -> tuple[str, str]:
   if not all(np.all(np.isfinite(v)) for v in leaves):
     return "silent", "non-finite output"
   if cell.reference is not None:
-    expected = _float_leaves(entry.fn(**cell.reference))
+    expected = _float_leaves(entry.fn(**_resolve(cell.reference)))
     if len(expected) != len(leaves) or not all(
         v.shape == w.shape and np.allclose(v, w, rtol=1e-6, atol=1e-9)
         for v, w in zip(leaves, expected)):
@@ -411,8 +422,8 @@ def _nn():
     return layer
 
   kernel_extra = lambda make: (  # noqa: E731
-      ("nan", "layer: NaN kernel", {"layer": poisoned(make(), np.nan)}, ("layer.kernel",)),
-      ("inf", "layer: inf kernel", {"layer": poisoned(make(), np.inf)}, ("layer.kernel",)))
+      ("nan", "layer: NaN kernel", {"layer": Lazy(lambda: poisoned(make(), np.nan))}, ("layer.kernel",)),
+      ("inf", "layer: inf kernel", {"layer": Lazy(lambda: poisoned(make(), np.inf))}, ("layer.kernel",)))
   layer_extra = (("weights", "rank_scale 1.5", {"rank": None, "rank_scale": 1.5}, ("rank_scale",)),
                  ("dtype", "rank_scale complex", {"rank": None, "rank_scale": 0.5j}, ("rank_scale",)))
   penalty_args = dict(u=w[:, :2], v=w[:3, :2], m=None)
@@ -464,16 +475,16 @@ def _nn():
                    ("empty", "no parameters", {"params": {}}, ()),
                    ("weights", "params None", {"params": None}, ("params",)))),
       Entry("nn.factorize_dense", lambda layer, rank, rank_scale: nn.factorize_dense(layer, rank=rank, rank_scale=rank_scale),
-            dict(layer=nnx.Linear(4, 3, rngs=rngs()), rank=2, rank_scale=None), {"rank": "int"},
-            extra=(("type", "layer: a conv", {"layer": nnx.Conv(2, 3, (3, 3), rngs=rngs())}, ("layer",)),
+            dict(layer=Lazy(lambda: nnx.Linear(4, 3, rngs=rngs())), rank=2, rank_scale=None), {"rank": "int"},
+            extra=(("type", "layer: a conv", {"layer": Lazy(lambda: nnx.Conv(2, 3, (3, 3), rngs=rngs()))}, ("layer",)),
                    ("rank", "rank above min(in, out)", {"rank": 4}, ("rank",)),
                    ("dims", "layer None", {"layer": None}, ("layer",)),
                    ("option", "rank and rank_scale missing", {"rank": None}, ("rank", "rank_scale")),
                    *layer_extra, ("empty", "rank_scale 0", {"rank": None, "rank_scale": 0.0}, ("rank_scale",)),
                    *kernel_extra(lambda: nnx.Linear(4, 3, rngs=rngs())))),
       Entry("nn.factorize_conv", lambda layer, rank, rank_scale: nn.factorize_conv(layer, rank=rank, rank_scale=rank_scale),
-            dict(layer=nnx.Conv(2, 4, (3, 3), rngs=rngs()), rank=2, rank_scale=None), {"rank": "int"},
-            extra=(("type", "layer: a dense", {"layer": nnx.Linear(4, 3, rngs=rngs())}, ("layer",)),
+            dict(layer=Lazy(lambda: nnx.Conv(2, 4, (3, 3), rngs=rngs())), rank=2, rank_scale=None), {"rank": "int"},
+            extra=(("type", "layer: a dense", {"layer": Lazy(lambda: nnx.Linear(4, 3, rngs=rngs()))}, ("layer",)),
                    ("rank", "rank above min", {"rank": 40}, ("rank",)),
                    ("dims", "layer None", {"layer": None}, ("layer",)),
                    ("option", "rank and rank_scale missing", {"rank": None}, ("rank", "rank_scale")),
