@@ -53,7 +53,14 @@ HEAVY = frozenset({"SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
                    "minibatch_ot", "minibatch_bounds", "cli distance", "cli otdd",
                    "nn.FactorizedConv", "nn.FactorizedDense", "flows.sinkhorn_divergence_to",
                    "Euclidean", "PNorm", "CostMatrix", "LabelledPointCloud",
-                   "flows.gradient_flow", "sliced_wasserstein", "gaussian_barycenter"})
+                   "flows.gradient_flow", "sliced_wasserstein", "gaussian_barycenter",
+                   *(f"flows.{n}" for n in ("potential_energy", "interaction_energy", "kde_entropy",
+                                             "sliced_wasserstein_to", "total", "as_energy")),
+                   *(f"flows.dataset.{n}" for n in ("augment", "class_collapse", "margin_potential",
+                                                     "kmeans_labels")),
+                   *(f"nn.{n}" for n in ("spectral_init", "conv_kernel_matrix", "frobenius_penalty",
+                                         "frobenius_decay", "factorize_dense", "factorize_conv",
+                                         "factor_mask"))})
 # Public names that take no user input of their own: outputs and enums, the class behind every
 # energy (built by the energy functions), and SqEuclidean (no arguments; every PointCloud's default).
 NOT_ENTRY_POINTS = frozenset({"Result", "ClassStatistics", "GaussianBarycenter", "Energy",
