@@ -108,7 +108,7 @@ _divergence_and_grad = jax.jit(jax.value_and_grad(
     lambda x, y, a, b, eps: otkit.sinkhorn_divergence(x, y, a, b, epsilon=eps).value))
 
 
-@pytest.mark.slow  # compiles a divergence and its gradient (the default run checks both elsewhere)
+@pytest.mark.slow  # compiles a divergence and its gradient (tests/estimators checks both by default)
 @settings(max_examples=4, deadline=None, derandomize=True, database=None)
 @given(params(sizes=((5, 4, 2),), dtypes=("float32",), scales=(-2.0, 2.0), balanced=True))
 def test_divergence_is_symmetric_nonnegative_with_a_finite_gradient(p):
