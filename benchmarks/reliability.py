@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 
 import harness  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliability"))
+_TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(_TESTS / "reliability"), str(_TESTS)]  # the catalogue, problems and helpers
 import catalogue  # noqa: E402
 import problems  # noqa: E402
 

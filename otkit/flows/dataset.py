@@ -124,12 +124,13 @@ def margin_potential(signs, w, b=0.0, *, margin=1.0) -> Energy:
   signs = V.as_float_array("signs", signs, w.dtype)
   if signs.ndim != 1 or not signs.size:
     raise ValueError(f"`signs` must have shape (n,) with n >= 1; got {signs.shape}.")
-  scalars = {name: V.as_float_array(name, v, w.dtype) for name, v in (("b", b), ("margin", margin))}
-  for name, v in (("w", w), ("signs", signs), *scalars.items()):
-    if name in scalars and v.ndim:
+  b, margin = V.as_float_array("b", b, w.dtype), V.as_float_array("margin", margin, w.dtype)
+  for name, v in (("b", b), ("margin", margin)):
+    if v.ndim:
       raise ValueError(f"`{name}` must be a scalar; got shape {v.shape}.")
+  for name, v in (("w", w), ("signs", signs), ("b", b), ("margin", margin)):
     V.check_finite(name, v)
-  return _single(Margin(signs, w, scalars["b"], scalars["margin"]))
+  return _single(Margin(signs, w, b, margin))
 
 
 def class_collapse(labels, *, num_classes=None) -> Energy:

@@ -23,6 +23,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+import helpers
 import otkit
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
@@ -73,8 +74,7 @@ def make(p: Params) -> Problem:
     x[rng.integers(0, p.n, p.duplicates)] = x[src]
   scale = 10.0 ** p.scale_exp
   x, y = x * scale, y * scale
-  cost = ((x[:, None] - y[None]) ** 2).sum(-1)
-  epsilon = 10.0 ** p.eps_exp * max(float(cost.mean()), np.finfo(float).tiny)
+  epsilon = 10.0 ** p.eps_exp * max(float(helpers.sq_cost(x, y).mean()), np.finfo(float).tiny)
   return Problem(x, y, _weights(rng, p.n, p.zeros, p.near_zero),
                  _weights(rng, p.m, p.zeros // 2, False), epsilon, p.tau, p.dtype)
 
@@ -105,7 +105,7 @@ def rounding(problem: Problem, f, g) -> float:
   ``e^δ − 1`` each; summing them in the dtype adds a few ulps."""
   ulp = float(jnp.finfo(jnp.dtype(problem.dtype)).eps)
   x, y = (np.asarray(v, float) for v in cast(problem)[:2])
-  cost = ((x[:, None] - y[None]) ** 2).sum(-1)
+  cost = helpers.sq_cost(x, y)
   # Squared distances are computed as ‖x‖² + ‖y‖² − 2⟨x, y⟩ about the mean of y: their rounding
   # scales with the squared norms of the centred points.
   centre = y.mean(0)
@@ -125,9 +125,9 @@ def recompute(problem: Problem, f, g):
   f, g = np.asarray(f, float), np.asarray(g, float)
   x, y, a, b, eps, tau = (np.asarray(v, float) for v in cast(problem))  # what was solved
   eps, tau = float(eps), float(tau)
-  cost = ((x[:, None] - y[None]) ** 2).sum(-1)
-  with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-    log_plan = (np.log(a)[:, None] + np.log(b)[None] + (f[:, None] + g[None] - cost) / eps)
+  cost = helpers.sq_cost(x, y)
+  with np.errstate(over="ignore", invalid="ignore"):
+    log_plan = helpers.log_plan(cost, a, b, f, g, eps)
     plan = np.where((a[:, None] > 0) & (b[None] > 0), np.exp(log_plan), 0.0)
   rows, cols = plan.sum(1), plan.sum(0)
   s = 0.0 if tau == 1.0 else (1.0 - tau) / (eps * tau)
