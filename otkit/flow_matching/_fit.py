@@ -261,10 +261,11 @@ def fit(model, source, target, *, key, n_steps, batch_size=256, coupling="exact"
     >>> from flax import nnx
     >>> from otkit import flow_matching as fm
     >>> x0 = jax.random.normal(jax.random.key(0), (512, 2))
-    >>> model, losses = fm.fit(fm.VelocityMLP(2, rngs=nnx.Rngs(0)), x0, x0 + 3.0,
-    ...                        key=jax.random.key(1), n_steps=200, batch_size=64)
-    >>> losses.shape, bool(losses[-20:].mean() < losses[:20].mean())
-    ((200,), True)
+    >>> model = fm.VelocityMLP(2, hidden=16, depth=2, rngs=nnx.Rngs(0))
+    >>> model, losses = fm.fit(model, x0, x0 + 3.0, key=jax.random.key(1), n_steps=100,
+    ...                        batch_size=32)
+    >>> losses.shape, bool(losses[-10:].mean() < losses[:10].mean())
+    ((100,), True)
   """
   model = check_model(model)
   key, n_steps, batch_size, steps = check_training(key, n_steps, batch_size, steps_per_call)
@@ -340,12 +341,13 @@ def fit_meta(model, x0_populations, x1_populations, *, key, n_steps, batch_size=
     >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
     >>> from otkit import flow_matching as fm
-    >>> x0 = jax.random.normal(jax.random.key(0), (8, 32, 2))
-    >>> shift = jnp.arange(8.0)[:, None, None]
-    >>> model, losses = fm.fit_meta(fm.MetaVelocity(2, rngs=nnx.Rngs(0)), x0, x0 + shift,
-    ...                             key=jax.random.key(1), n_steps=20, populations_per_step=4)
+    >>> x0 = jax.random.normal(jax.random.key(0), (4, 16, 2))
+    >>> shift = jnp.arange(4.0)[:, None, None]
+    >>> model = fm.MetaVelocity(2, features=4, hidden=16, depth=1, rngs=nnx.Rngs(0))
+    >>> model, losses = fm.fit_meta(model, x0, x0 + shift, key=jax.random.key(1), n_steps=10,
+    ...                             populations_per_step=2)
     >>> losses.shape
-    (20,)
+    (10,)
   """
   model = check_model(model)
   V.check_choice("coupling", coupling, _couplings.COUPLINGS)

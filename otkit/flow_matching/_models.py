@@ -74,6 +74,7 @@ def check_points_input(name: str, x, dim: int) -> Array:
 
 def broadcast_time(t, x: Array) -> Array:
   t = V.as_float_array("t", t, x.dtype)
+  V.check_finite("t", t)
   try:
     return jnp.broadcast_to(t, x.shape[:-1])
   except ValueError as err:

@@ -14,8 +14,8 @@ from otkit import flow_matching as fm
 
 KEY = jax.random.key(0)
 TARGET = moons(20000)
-X0_TEST = eight_gaussians(jax.random.key(99), 1000)
-X1_TEST = moons(1000, seed=5)
+X0_TEST = eight_gaussians(jax.random.key(99), 500)
+X1_TEST = moons(500, seed=5)
 
 
 def _train(coupling, n_steps):
@@ -30,7 +30,7 @@ def _compare_ot_cfm_with_i_cfm(n_steps, ot_loss, i_loss):
   for coupling in ("exact", "independent"):
     model, losses = _train(coupling, n_steps)
     w2 = [float(fm.wasserstein2(fm.sample(model, X0_TEST, n_steps=k), X1_TEST)) for k in (2, 5, 10)]
-    npe = float(fm.path_energy(model, X0_TEST, n_steps=50).normalized)
+    npe = float(fm.path_energy(model, X0_TEST, n_steps=20).normalized)
     results[coupling] = float(jnp.mean(losses[-100:])), w2, npe
   (ot_last, ot_w2, ot_npe), (i_last, i_w2, i_npe) = results["exact"], results["independent"]
   assert ot_last < ot_loss and i_last > i_loss, results
@@ -40,9 +40,10 @@ def _compare_ot_cfm_with_i_cfm(n_steps, ot_loss, i_loss):
 
 
 def test_ot_cfm_learns_a_straighter_flow_than_i_cfm():
-  # 500 steps (the budget of the default run); the notebook's 5 000 with -m slow below.
-  # Measured: OT-CFM loss 0.33, I-CFM 10.1; W₂ at 10 steps 0.59 against 1.29.
-  _compare_ot_cfm_with_i_cfm(500, ot_loss=0.5, i_loss=5.0)
+  # 300 steps (the budget of the default run; the notebook's 5 000 with -m slow below), where
+  # OT-CFM's loss is still falling: measured 0.40 against I-CFM's 10.7; W₂ at 2, 5 and 10 Euler
+  # steps 0.62, 0.60, 0.60 against 2.0, 1.15, 0.90; normalised path energy 0.006 against 0.61.
+  _compare_ot_cfm_with_i_cfm(300, ot_loss=0.6, i_loss=5.0)
 
 
 @pytest.mark.slow
@@ -54,30 +55,27 @@ def test_fit_compiles_once_for_new_data_of_the_same_shapes():
   rng = np.random.default_rng(0)
   data = [(rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + 2.0) for _ in range(2)]
   optimizer = optax.adam(1e-2)
+  # Blocks of 10, 10 and 5 steps: two compilations on the first call, none on the second.
   run = lambda src, tgt: fm.fit(fm.VelocityMLP(2, hidden=8, depth=1, rngs=nnx.Rngs(0)), src, tgt,
-                                key=KEY, n_steps=20, batch_size=16, optimizer=optimizer,
+                                key=KEY, n_steps=25, batch_size=16, optimizer=optimizer,
                                 steps_per_call=10)
   _, first = run(*data[0])
   with helpers.compilations() as names:
     _, second = run(*data[1])
   assert not names, names
-  assert first.shape == second.shape == (20,)
+  assert first.shape == second.shape == (25,)
   assert not np.allclose(first, second)
 
 
-def test_paired_arrays_and_sampling_functions():
+def test_paired_arrays():
   rng = np.random.default_rng(1)
   x0 = rng.normal(size=(128, 2)).astype(np.float32)
   model = fm.VelocityMLP(2, hidden=16, depth=1, rngs=nnx.Rngs(0))
   # Paired rows: the field of a translation is a constant, and pushes x0 onto x0 + 1.
-  _, losses = fm.fit(model, x0, x0 + 1.0, key=KEY, n_steps=300, batch_size=32,
+  _, losses = fm.fit(model, x0, x0 + 1.0, key=KEY, n_steps=200, batch_size=32,
                      coupling="paired", optimizer=optax.adam(1e-2))
   assert float(jnp.mean(losses[-20:])) < 1e-2
   assert float(np.mean(np.abs(fm.sample(model, x0, n_steps=4) - (x0 + 1.0)))) < 0.05
-  sample = lambda k: jax.random.normal(k, (32, 2))
-  _, losses = fm.fit(model, sample, x0, key=KEY, n_steps=10, batch_size=32,
-                     coupling="sinkhorn", epsilon=0.5, steps_per_call=4)
-  assert losses.shape == (10,) and np.all(np.isfinite(losses))
 
 
 @pytest.mark.parametrize("changes, name", [

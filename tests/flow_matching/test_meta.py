@@ -31,20 +31,24 @@ def _optimizer(n_steps):
   return optax.adam(optax.cosine_decay_schedule(3e-3, n_steps, 0.05))
 
 
-def _meta(embedding, n_steps, hidden):
+def _meta(embedding, n_steps, hidden, populations=16, push=True):
   model = fm.MetaVelocity(2, embedding=embedding, hidden=hidden, rngs=nnx.Rngs(0))
   model, losses = fm.fit_meta(model, TRAIN0, TRAIN1, key=KEY, n_steps=n_steps,
-                              populations_per_step=16, optimizer=_optimizer(n_steps))
+                              populations_per_step=populations, optimizer=_optimizer(n_steps))
+  if not push:
+    return losses
   push = jax.jit(jax.vmap(lambda p: fm.sample(lambda t, x: model(t, x, p), p, n_steps=20,
                                               method="heun")))
   return losses, push(jnp.asarray(TEST0))
 
 
-def _plain(n_steps, hidden):
+def _plain(n_steps, hidden, populations=16, push=True):
   model = fm.VelocityMLP(2, hidden=hidden, rngs=nnx.Rngs(0))
   model, losses = fm.fit(model, TRAIN0.reshape(-1, 2), TRAIN1.reshape(-1, 2), key=KEY,
-                         n_steps=n_steps, batch_size=16 * 64, coupling="paired",
+                         n_steps=n_steps, batch_size=populations * 64, coupling="paired",
                          optimizer=_optimizer(n_steps))
+  if not push:
+    return losses
   pushed = fm.sample(model, TEST0.reshape(-1, 2), n_steps=20, method="heun")
   return losses, pushed.reshape(TEST0.shape)
 
@@ -54,10 +58,10 @@ def _w2(pushed):
 
 
 def test_meta_flow_matching_fits_what_plain_flow_matching_cannot():
-  # 1 000 steps: the conditioned field's loss (measured 0.047) is a fraction of the plain
-  # field's (0.17); both start near 1.
-  meta_losses, _ = _meta(None, 1000, 64)
-  plain_losses, _ = _plain(1000, 64)
+  # 500 steps of 8 populations: the conditioned field's loss (measured 0.068) is a fraction of
+  # the plain field's (0.164); both start near 1.
+  meta_losses = _meta(None, 500, 64, populations=8, push=False)
+  plain_losses = _plain(500, 64, populations=8, push=False)
   assert float(jnp.mean(meta_losses[-100:])) < 0.5 * float(jnp.mean(plain_losses[-100:]))
 
 

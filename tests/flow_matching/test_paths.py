@@ -13,6 +13,7 @@ from otkit import flow_matching as fm
 RNG = np.random.default_rng(0)
 X0, X1, NOISE = (RNG.normal(size=(6, 3)) for _ in range(3))
 T = RNG.uniform(0.05, 0.95, 6)
+KEY = jax.random.key(0)
 
 
 @pytest.mark.parametrize("path", fm.PATHS)
@@ -47,19 +48,21 @@ def test_paths_match_torchcfms_formulas():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_sample_path_draws_times_and_points_of_the_path(dtype):
   x0, x1 = X0.astype(dtype), X1.astype(dtype)
-  for path in fm.PATHS:
-    t, xt, ut = jax.jit(lambda k: fm.sample_path(k, x0, x1, path=path, sigma=0.1))(
-        jax.random.key(1))
+  draws = jax.jit(lambda k: {path: fm.sample_path(k, x0, x1, path=path, sigma=0.1)
+                             for path in fm.PATHS})(KEY)
+  for path, (t, xt, ut) in draws.items():
     chex.assert_shape((xt, ut), x0.shape)
     chex.assert_type((t, xt, ut), dtype)
     low = 1e-4 if path == "schrodinger_bridge" else 0.0
     assert np.all((np.asarray(t) >= low) & (np.asarray(t) <= 1 - low))
+    # The drawn point and target are those of the path at the drawn time.
+    noise = (xt - ((1 - t[:, None]) * x0 + t[:, None] * x1)) / 0.1
+    if path == "linear":
+      helpers.assert_trees_close(fm.conditional_path(t, x0, x1, noise, sigma=0.1), (xt, ut),
+                                 rtol=1e-4, atol=1e-5)
   # vmap over keys, and given times.
   t, xt, _ = jax.vmap(lambda k: fm.sample_path(k, x0, x1, t=0.5))(jax.random.split(KEY, 3))
   helpers.assert_trees_close(xt[0], 0.5 * (x0 + x1), rtol=1e-6)
-
-
-KEY = jax.random.key(0)
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -48,7 +48,11 @@ N, M, D = 5, 4, 2
 # Entry points whose valid calls compile long programs, or whose valid calls their own test
 # modules already run under jit, vmap and grad: their legitimate and random inputs run with
 # -m slow (their bad inputs, which raise before anything compiles, run by default).
-HEAVY = frozenset({"SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
+HEAVY = frozenset({*(f"flow_matching.{n}" for n in (
+                       "couple", "conditional_path", "sample_path", "cfm_loss", "sample",
+                       "path_energy", "wasserstein2", "VelocityMLP", "PopulationEmbedding",
+                       "MetaVelocity", "fit", "fit_meta")),
+                   "SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
                    "flows.dataset.dataset_flow", "sinkhorn_divergence", "max_sliced_wasserstein",
                    "minibatch_ot", "minibatch_bounds", "cli distance", "cli otdd",
                    "nn.FactorizedConv", "nn.FactorizedDense", "flows.sinkhorn_divergence_to",
@@ -64,7 +68,7 @@ HEAVY = frozenset({"SinkhornNewton", "sinkhorn_newton", "otdd", "flows.otdd_to",
 # Public names that take no user input of their own: outputs and enums, the class behind every
 # energy (built by the energy functions), and SqEuclidean (no arguments; every PointCloud's default).
 NOT_ENTRY_POINTS = frozenset({"Result", "ClassStatistics", "GaussianBarycenter", "Energy",
-                              "SqEuclidean"})
+                              "SqEuclidean", "PathEnergy", "COUPLINGS", "METHODS", "PATHS"})
 
 
 def _data():
@@ -510,6 +514,97 @@ def _nn():
   ]
 
 
+def _flow_matching():
+  try:
+    from flax import nnx
+    from otkit import flow_matching as fm
+  except ImportError:  # otkit.flow_matching needs flax
+    return []
+  key = jax.random.key(0)
+  x0, x1 = X[:M], Y
+  field = lambda t, x: 0.5 * x  # noqa: E731
+  mlp = lambda: fm.VelocityMLP(D, hidden=4, depth=1, rngs=nnx.Rngs(0))  # noqa: E731
+  meta = lambda: fm.MetaVelocity(D, features=2, hidden=4, depth=1, rngs=nnx.Rngs(0))  # noqa: E731
+  pops0 = np.stack([x0, x0 + 1.0])
+  pops1 = np.stack([x1, x1 - 1.0])
+  sigma_extra = (("weights", "sigma < 0", {"sigma": -0.1}, ("sigma",)),
+                 ("option", "sigma NaN", {"sigma": np.nan}, ("sigma",)))
+  not_callable = ("option", "velocity_fn not callable", {"velocity_fn": 3.0}, ("velocity_fn",))
+  integration_extra = (not_callable, ("option", "method dopri5", {"method": "dopri5"}, ("method",)),
+                       ("weights", "n_steps 0", {"n_steps": 0}, ("n_steps",)))
+  return [
+      Entry("flow_matching.couple", lambda key, x0, x1, method, epsilon: fm.couple(
+          key, x0, x1, method=method, epsilon=epsilon),
+            dict(key=key, x0=x0, x1=x1, method="exact", epsilon=None),
+            {"key": "key", "x0": "points", "x1": "points2"}, options=(("method", "emd"),),
+            extra=(("weights", "epsilon 0 (sinkhorn)", {"method": "sinkhorn", "epsilon": 0.0}, ("epsilon",)),
+                   ("dims", "batch sizes differ (exact)", {"x1": Y[:3]}, ("x0", "x1")))),
+      Entry("flow_matching.conditional_path", lambda t, x0, x1, noise, path, sigma: fm.conditional_path(
+          t, x0, x1, noise, path=path, sigma=sigma),
+            dict(t=np.full(M, 0.3), x0=x0, x1=x1, noise=x1, path="schrodinger_bridge", sigma=0.2),
+            {"t": "vector", "x0": "points", "x1": "points2", "noise": "points2"},
+            options=(("path", "brownian"),), extra=sigma_extra),
+      Entry("flow_matching.sample_path", lambda key, x0, x1, path, sigma: fm.sample_path(
+          key, x0, x1, path=path, sigma=sigma),
+            dict(key=key, x0=x0, x1=x1, path="linear", sigma=0.2),
+            {"key": "key", "x0": "points", "x1": "points2", "sigma": "positive"},
+            options=(("path", "brownian"),), legit={"sigma: zero": None},
+            extra=(("weights", "sigma 1 on the target path", {"path": "target", "sigma": 1.0}, ("sigma",)),)),
+      Entry("flow_matching.cfm_loss", lambda velocity_fn, key, x0, x1, coupling, sigma: fm.cfm_loss(
+          velocity_fn, key, x0, x1, coupling=coupling, sigma=sigma),
+            dict(velocity_fn=field, key=key, x0=x0, x1=x1, coupling="exact", sigma=0.1),
+            {"key": "key", "x0": "points", "x1": "points2"}, options=(("coupling", "emd"),),
+            extra=(not_callable, *sigma_extra)),
+      Entry("flow_matching.sample", lambda velocity_fn, x0, n_steps, method, t0: fm.sample(
+          velocity_fn, x0, n_steps=n_steps, method=method, t0=t0),
+            dict(velocity_fn=field, x0=x0, n_steps=3, method="rk4", t0=0.0),
+            {"x0": "points", "n_steps": "int"},
+            extra=(*integration_extra, ("nan", "t0 NaN", {"t0": np.nan}, ("t0",)),
+                   ("dims", "t0 a vector", {"t0": np.zeros(2)}, ("t0",)))),
+      Entry("flow_matching.path_energy", lambda velocity_fn, x0, n_steps, method: fm.path_energy(
+          velocity_fn, x0, n_steps=n_steps, method=method),
+            dict(velocity_fn=field, x0=x0, n_steps=3, method="euler"),
+            {"x0": "points", "n_steps": "int"}, extra=integration_extra),
+      Entry("flow_matching.wasserstein2", lambda x, y: fm.wasserstein2(x, y), dict(x=x0, y=x1),
+            {"x": "points", "y": "points2"},
+            extra=(("weights", "sizes differ", {"y": Y[:3]}, ("x", "y")),)),
+      Entry("flow_matching.VelocityMLP", lambda dim, hidden, time_features, t, x: fm.VelocityMLP(
+          dim, hidden, depth=1, time_features=time_features, rngs=nnx.Rngs(0))(t, x),
+            dict(dim=D, hidden=4, time_features=0, t=0.5, x=x0),
+            {"dim": "int", "hidden": "int", "t": "positive", "x": "points"},
+            options=(("time_features", 3),),
+            legit={"x: 3-D": None, "x: no points": None, "t: zero": None, "t: negative": None}),
+      Entry("flow_matching.PopulationEmbedding", lambda dim, features, kind, population: fm.PopulationEmbedding(
+          dim, features, kind=kind, k=2, rngs=nnx.Rngs(0))(population),
+            dict(dim=D, features=3, kind="gcn", population=x0),
+            {"dim": "int", "features": "int", "population": "points"}, options=(("kind", "mlp"),)),
+      Entry("flow_matching.MetaVelocity", lambda dim, t, x, population: fm.MetaVelocity(
+          dim, features=2, hidden=4, depth=1, rngs=nnx.Rngs(0))(t, x, population),
+            dict(dim=D, t=0.5, x=x0, population=x1),
+            {"dim": "int", "t": "positive", "x": "points", "population": "points2"},
+            legit={"x: 3-D": None, "x: no points": None, "t: zero": None, "t: negative": None}),
+      Entry("flow_matching.fit", lambda model, source, target, key, n_steps, batch_size, coupling, sigma: fm.fit(
+          model, source, target, key=key, n_steps=n_steps, batch_size=batch_size, coupling=coupling,
+          sigma=sigma)[1],
+            dict(model=Lazy(mlp), source=x0, target=X, key=key, n_steps=2, batch_size=3,
+                 coupling="exact", sigma=0.0),
+            {"source": "points", "target": "points2", "key": "key", "n_steps": "int",
+             "batch_size": "int"},
+            options=(("coupling", "emd"),),
+            extra=(("type", "model a function", {"model": field}, ("model",)), *sigma_extra)),
+      Entry("flow_matching.fit_meta", lambda model, x0_populations, x1_populations, key, n_steps,
+            populations_per_step, coupling: fm.fit_meta(
+                model, x0_populations, x1_populations, key=key, n_steps=n_steps,
+                populations_per_step=populations_per_step, coupling=coupling)[1],
+            dict(model=Lazy(meta), x0_populations=pops0, x1_populations=pops1, key=key, n_steps=2,
+                 populations_per_step=2, coupling="paired"),
+            {"x0_populations": "images", "x1_populations": "images", "key": "key", "n_steps": "int",
+             "populations_per_step": "int"},
+            options=(("coupling", "emd"), ("populations_per_step", 3)),
+            extra=(("type", "model a function", {"model": field}, ("model",)),)),
+  ]
+
+
 def entries() -> list[Entry]:
   """Every public entry point of otkit, otkit.flows, otkit.flows.dataset, otkit.nn and the CLI."""
   key = jax.random.key(0)
@@ -734,7 +829,7 @@ def entries() -> list[Entry]:
       Entry("cli otdd", _cli_otdd, dict(a={"x": X, "y": LABELS_X}, b={"x": Y, "y": LABELS_Y}, epsilon=0.5), {},
             extra=_cli_otdd_extra()),
   ]
-  return out + _nn()
+  return out + _nn() + _flow_matching()
 
 
 def _negative_labels(*names):

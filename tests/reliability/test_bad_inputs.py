@@ -74,6 +74,9 @@ def _public_callables():
       names.add(prefix + name)
   nn = pytest.importorskip("otkit.nn")
   names |= {f"nn.{name}" for name in nn.__all__}
+  fm = pytest.importorskip("otkit.flow_matching")
+  names |= {f"flow_matching.{name}" for name in fm.__all__
+            if name not in catalogue.NOT_ENTRY_POINTS}
   return names | {"cli distance", "cli otdd"}
 
 

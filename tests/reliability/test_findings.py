@@ -80,7 +80,8 @@ def test_pnorm_outside_its_range_raises(kwargs):
     otkit.PNorm(**kwargs)
 
 
-@pytest.mark.parametrize("cost_fn", [otkit.PNorm(2.0, 1.0), otkit.PNorm(1.5, 1.0)])
+@pytest.mark.parametrize("cost_fn", [pytest.param(otkit.PNorm(2.0, 1.0), marks=pytest.mark.slow),
+                                     otkit.PNorm(1.5, 1.0)])
 def test_divergence_gradient_with_p_norms_is_finite_at_coincident_points(cost_fn):
   # The self-problem OT(x, x) has zero distances on its diagonal, where t ↦ t^(1/p) has an
   # infinite derivative: the gradient must stay finite and match central differences (float64).

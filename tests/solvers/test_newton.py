@@ -187,7 +187,9 @@ def test_implicit_gradient_matches_finite_differences_and_sinkhorn():
     np.testing.assert_allclose(np.vdot(g, direction), fd, rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["unroll", "envelope"])
+# Unrolled gradients through Newton steps compile long programs: -m slow (the unrolled mode is
+# checked by default on Sinkhorn, and Newton's implicit and envelope gradients here).
+@pytest.mark.parametrize("mode", [pytest.param("unroll", marks=pytest.mark.slow), "envelope"])
 def test_other_grad_modes_agree_with_sinkhorn(mode):
   x, _, a, _ = _small()
   grad = _grad_x(mode, jnp.asarray(x), jnp.asarray(a), EPS)
@@ -308,6 +310,9 @@ def test_jit_equals_eager_and_does_not_recompile():
   assert not compiled, compiled
 
 
+# float64 (a second batch and one more compilation per problem) runs with -m slow.
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)],
+                         ids=["f32", "f64"])
 def test_vmap_over_a_batch_of_four_problems(dtype):
   Cs = np.stack([_assignment(dtype, n=40, seed=s) for s in range(4)])
   eps = np.asarray([1 / 300, 1 / 400, 1 / 500, 1 / 600], dtype)
