@@ -281,6 +281,7 @@ def fit(model, source, target, *, key, n_steps, batch_size=256, coupling="exact"
     raise ValueError(f"coupling='paired' needs `source` and `target` of the same length (row i "
                      f"of one goes to row i of the other); got {src.shape[0]} and {tgt.shape[0]}.")
   dtype = jnp.result_type(dtype0, dtype1)
+  src, tgt = (None if v is None else v.astype(dtype) for v in (src, tgt))
   sigma, epsilon, tau, solver = check_options(dtype, coupling, path, sigma, epsilon, tau, solver)
   options = dict(optimizer=optimizer, batch_size=batch_size, coupling=coupling, path=path,
                  source_fn=source_fn, target_fn=target_fn)

@@ -17,7 +17,8 @@ Lipman's path transports ``N(0, I)`` to the data: its source ``x0`` must be stan
 noise, which plays the role of ``z``. The Schrödinger bridge path is the Brownian bridge of
 variance ``σ²`` between ``x0`` and ``x1``; paired by the entropic plan with ``ε = 2σ²``, it
 matches the Schrödinger bridge between the two measures (SB-CFM). Its target is singular at
-``t ∈ {0, 1}``, so times are drawn from ``[δ, 1 − δ]`` with ``δ = 1e-4`` there.
+``t ∈ {0, 1}``, so its times are drawn from ``[δ, 1 − δ]`` with ``δ = 1e-4``, given times
+outside are refused, and traced ones are clipped to that interval.
 
 References:
   Lipman, Chen, Ben-Hamu, Nickel, Le, "Flow Matching for Generative Modeling", ICLR 2023.
@@ -52,7 +53,8 @@ def path_point(t: Array, x0: Array, x1: Array, noise: Array, path: str, sigma) -
   sigma = jnp.asarray(sigma, x0.dtype)
   if path == "linear":
     return (1 - s) * x0 + s * x1 + sigma * noise, x1 - x0
-  if path == "schrodinger_bridge":
+  if path == "schrodinger_bridge":  # singular at t ∈ {0, 1}: times are kept in [δ, 1 − δ]
+    s = jnp.clip(s, BRIDGE_MARGIN, 1 - BRIDGE_MARGIN)
     mu = (1 - s) * x0 + s * x1
     x = mu + sigma * jnp.sqrt(s * (1 - s)) * noise
     return x, (1 - 2 * s) / (2 * s * (1 - s)) * (x - mu) + x1 - x0
@@ -91,7 +93,7 @@ def check_path(path: str, sigma, dtype) -> Array:
   return sigma
 
 
-def check_times(t, batch: int, dtype) -> Array | None:
+def check_times(t, batch: int, dtype, path: str) -> Array | None:
   if t is None:
     return None
   t = V.as_float_array("t", t, dtype)
@@ -101,6 +103,10 @@ def check_times(t, batch: int, dtype) -> Array | None:
   values = V.concrete_values(t)
   if values is not None and (np.any(values < 0) or np.any(values > 1)):
     raise ValueError("`t` must lie in [0, 1].")
+  low = BRIDGE_MARGIN if path == "schrodinger_bridge" else 0.0
+  if values is not None and (np.any(values < low) or np.any(values > 1 - low)):
+    raise ValueError(f"`t` must lie in [{low}, {1 - low}] on the Schrödinger bridge path, whose "
+                     "target velocity is singular at t = 0 and t = 1.")
   return t
 
 
@@ -132,8 +138,9 @@ def conditional_path(t, x0, x1, noise, *, path="linear", sigma=0.0):
   noise = V.as_float_array("noise", noise, x0.dtype)
   if noise.shape != x0.shape:
     raise ValueError(f"`noise` must have the shape of `x0`, {x0.shape}; got {noise.shape}.")
+  V.check_finite("noise", noise)
   sigma = check_path(path, sigma, x0.dtype)
-  t = check_times(t, x0.shape[0], x0.dtype)
+  t = check_times(t, x0.shape[0], x0.dtype, path)
   if t is None:
     raise ValueError("`t` is required.")
   return path_point(t, x0, x1, noise, path, sigma)
@@ -163,5 +170,5 @@ def sample_path(key, x0, x1, *, path="linear", sigma=0.0, t=None):
   key = V.check_key(key)
   x0, x1 = check_batches(x0, x1, same_size=True)
   sigma = check_path(path, sigma, x0.dtype)
-  t = check_times(t, x0.shape[0], x0.dtype)
+  t = check_times(t, x0.shape[0], x0.dtype, path)
   return draw(key, x0, x1, path, sigma, t)

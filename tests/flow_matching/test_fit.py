@@ -4,7 +4,6 @@ compilation across calls, and the checks of the training loop."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -52,30 +51,17 @@ def test_ot_cfm_against_i_cfm_at_the_notebooks_5000_steps():
 
 
 def test_fit_compiles_once_for_new_data_of_the_same_shapes():
+  # The configuration of fit's docstring example: the program it compiled is reused.
   rng = np.random.default_rng(0)
-  data = [(rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + 2.0) for _ in range(2)]
-  optimizer = optax.adam(1e-2)
-  # Blocks of 10, 10 and 5 steps: two compilations on the first call, none on the second.
-  run = lambda src, tgt: fm.fit(fm.VelocityMLP(2, hidden=8, depth=1, rngs=nnx.Rngs(0)), src, tgt,
-                                key=KEY, n_steps=25, batch_size=16, optimizer=optimizer,
-                                steps_per_call=10)
-  _, first = run(*data[0])
+  data = [rng.normal(size=(512, 2)) for _ in range(2)]
+  run = lambda x0: fm.fit(fm.VelocityMLP(2, hidden=16, depth=2, rngs=nnx.Rngs(0)), x0, x0 + 3.0,
+                          key=KEY, n_steps=100, batch_size=32)
+  _, first = run(data[0])
   with helpers.compilations() as names:
-    _, second = run(*data[1])
+    _, second = run(data[1])
   assert not names, names
-  assert first.shape == second.shape == (25,)
+  assert first.shape == second.shape == (100,)
   assert not np.allclose(first, second)
-
-
-def test_paired_arrays():
-  rng = np.random.default_rng(1)
-  x0 = rng.normal(size=(128, 2)).astype(np.float32)
-  model = fm.VelocityMLP(2, hidden=16, depth=1, rngs=nnx.Rngs(0))
-  # Paired rows: the field of a translation is a constant, and pushes x0 onto x0 + 1.
-  _, losses = fm.fit(model, x0, x0 + 1.0, key=KEY, n_steps=200, batch_size=32,
-                     coupling="paired", optimizer=optax.adam(1e-2))
-  assert float(jnp.mean(losses[-20:])) < 1e-2
-  assert float(np.mean(np.abs(fm.sample(model, x0, n_steps=4) - (x0 + 1.0)))) < 0.05
 
 
 @pytest.mark.parametrize("changes, name", [

@@ -223,6 +223,14 @@ def _images(v):
           ("type", "a string", "images", None)]
 
 
+def _populations(v):
+  return [("rank", "2-D", v[0], None), ("dims", "another dimension", v[..., :1], None),
+          ("nan", "NaN entry", _with(v, (0, 0, 0), np.nan), None),
+          ("inf", "inf entry", _with(v, (0, 0, 0), np.inf), None),
+          ("empty", "no populations", v[:0], None), ("empty", "no points", v[:, :0], None),
+          ("dtype", "complex", v + 1j, None), ("type", "a string", "populations", None)]
+
+
 def _int_option(v):
   return [("option", "zero", 0, None), ("option", "negative", -3, None),
           ("option", "a float", v + 0.5, None), ("type", "a string", str(v), None),
@@ -232,7 +240,7 @@ def _int_option(v):
 MUTATIONS = {"points": _points, "points2": _second_points, "weights": _weights,
              "positive": _positive, "labels": _labels, "key": _key, "covariance": _covariance,
              "vector": _vector, "matrix": _matrix, "cost_matrix": _cost_matrix,
-             "int": _int_option, "images": _images}
+             "int": _int_option, "images": _images, "populations": _populations}
 
 
 def cells(entry: Entry) -> list[Cell]:
@@ -542,8 +550,9 @@ def _flow_matching():
       Entry("flow_matching.conditional_path", lambda t, x0, x1, noise, path, sigma: fm.conditional_path(
           t, x0, x1, noise, path=path, sigma=sigma),
             dict(t=np.full(M, 0.3), x0=x0, x1=x1, noise=x1, path="schrodinger_bridge", sigma=0.2),
-            {"t": "vector", "x0": "points", "x1": "points2", "noise": "points2"},
-            options=(("path", "brownian"),), extra=sigma_extra),
+            {"t": "vector", "x0": "points", "x1": "points2", "noise": "points2"}, fixed=("t",),
+            options=(("path", "brownian"),),
+            extra=(*sigma_extra, ("weights", "t = 0 on the bridge", {"t": np.zeros(M)}, ("t",)))),
       Entry("flow_matching.sample_path", lambda key, x0, x1, path, sigma: fm.sample_path(
           key, x0, x1, path=path, sigma=sigma),
             dict(key=key, x0=x0, x1=x1, path="linear", sigma=0.2),
@@ -573,11 +582,16 @@ def _flow_matching():
             dict(dim=D, hidden=4, time_features=0, t=0.5, x=x0),
             {"dim": "int", "hidden": "int", "t": "positive", "x": "points"},
             options=(("time_features", 3),),
-            legit={"x: 3-D": None, "x: no points": None, "t: zero": None, "t: negative": None}),
-      Entry("flow_matching.PopulationEmbedding", lambda dim, features, kind, population: fm.PopulationEmbedding(
-          dim, features, kind=kind, k=2, rngs=nnx.Rngs(0))(population),
-            dict(dim=D, features=3, kind="gcn", population=x0),
-            {"dim": "int", "features": "int", "population": "points"}, options=(("kind", "mlp"),)),
+            legit={"x: 3-D": None, "x: no points": None, "t: zero": None, "t: negative": None},
+            extra=(("dims", "x: one feature more", {"x": np.concatenate([x0, x0[:, :1]], 1)}, ("x",)),
+                   ("weights", "time_features negative", {"time_features": -2}, ("time_features",)))),
+      Entry("flow_matching.PopulationEmbedding", lambda dim, features, kind, k, population: fm.PopulationEmbedding(
+          dim, features, kind=kind, k=k, rngs=nnx.Rngs(0))(population),
+            dict(dim=D, features=3, kind="gcn", k=2, population=x0),
+            {"dim": "int", "features": "int", "population": "points"}, options=(("kind", "mlp"),),
+            extra=(("dims", "population: one feature more", {"population": np.concatenate([x0, x0[:, :1]], 1)},
+                    ("population",)),
+                   ("weights", "k 0", {"k": 0}, ("k",)))),
       Entry("flow_matching.MetaVelocity", lambda dim, t, x, population: fm.MetaVelocity(
           dim, features=2, hidden=4, depth=1, rngs=nnx.Rngs(0))(t, x, population),
             dict(dim=D, t=0.5, x=x0, population=x1),
@@ -598,7 +612,8 @@ def _flow_matching():
                 populations_per_step=populations_per_step, coupling=coupling)[1],
             dict(model=Lazy(meta), x0_populations=pops0, x1_populations=pops1, key=key, n_steps=2,
                  populations_per_step=2, coupling="paired"),
-            {"x0_populations": "images", "x1_populations": "images", "key": "key", "n_steps": "int",
+            {"x0_populations": "populations", "x1_populations": "populations", "key": "key",
+             "n_steps": "int",
              "populations_per_step": "int"},
             options=(("coupling", "emd"), ("populations_per_step", 3)),
             extra=(("type", "model a function", {"model": field}, ("model",)),)),
