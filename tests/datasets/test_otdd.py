@@ -187,6 +187,9 @@ def test_gradient_in_the_features_matches_finite_differences(small, label_distan
   np.testing.assert_allclose(jnp.vdot(grad, direction), fd, rtol=1e-6)
 
 
+# float64 runs with -m slow (the same program as float32, one more compilation).
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)],
+                         ids=["f32", "f64"])
 def test_jit_vmap_and_dtype(small, dtype):
   xs, ys, xt, yt = (v.astype(dtype) if v.dtype.kind == "f" else v for v in small)
   shifts = np.linspace(0.0, 1.0, 3).astype(dtype)

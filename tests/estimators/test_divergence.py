@@ -67,7 +67,9 @@ def _check_gradient(x, y, a, b, solver):
   np.testing.assert_allclose(jnp.vdot(ga, da), fd_a, rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["envelope", "implicit"])
+# The envelope gradient (no linear solve) runs with -m slow; it is checked against Sinkhorn by
+# default in tests/solvers/test_gradients.py.
+@pytest.mark.parametrize("mode", [pytest.param("envelope", marks=pytest.mark.slow), "implicit"])
 def test_gradient_matches_finite_differences(mode):
   if mode == "implicit":  # the problems of test_matches_ott_jax: the values share its programs
     _check_gradient(*_clouds(), _solver(1e-12))
@@ -77,6 +79,9 @@ def test_gradient_matches_finite_differences(mode):
     _check_gradient(x, y, a, b, otkit.Sinkhorn(tol=1e-12, grad_mode="envelope"))
 
 
+# float64 runs with -m slow (the same program as float32, one more compilation).
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)],
+                         ids=["f32", "f64"])
 def test_vmap_jit_and_float32(dtype):
   # 30 and 25 points: the shapes of tests/flows (the default solver's programs are shared)
   clouds = [_clouds(s, n=30, m=25) for s in range(4)]

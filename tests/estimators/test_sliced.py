@@ -212,6 +212,9 @@ def test_control_variate_gradients_agree_with_the_sliced_gradient():
     assert np.all(np.isfinite(g)) and np.corrcoef(g, reference)[0, 1] > 0.95
 
 
+# float64 runs with -m slow (the same program as float32, one more compilation).
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)],
+                         ids=["f32", "f64"])
 def test_jit_vmap_over_keys_and_dtype(dtype):
   # float64: the eager calls share their programs with test_weights_of_equal_mass_are_used_as_given
   x, y, a, b = (t.astype(dtype) for t in _clouds(weighted=True))
@@ -329,6 +332,9 @@ def test_max_sliced_beats_brute_force_in_two_dimensions():
   np.testing.assert_allclose(jnp.linalg.norm(out.direction), 1.0, rtol=1e-12)
 
 
+# float64 runs with -m slow (the same program as float32, one more compilation).
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)],
+                         ids=["f32", "f64"])
 def test_max_sliced_gradient_and_dtype(dtype):
   x, y, _, _ = (t if t is None else t.astype(dtype) for t in _clouds(n=40, m=30, d=3))
   key = jax.random.key(3)

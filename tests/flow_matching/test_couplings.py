@@ -21,8 +21,7 @@ def _batches(seed, n=24, m=None, dtype=np.float64):
   return x0.astype(dtype), x1.astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed, dtype", [(0, np.float32), (1, np.float64)])
 def test_exact_pairing_costs_the_emd_value_and_less_than_independent(seed, dtype):
   x0, x1 = _batches(seed, dtype=dtype)
   p0, p1 = fm.couple(KEY, x0, x1)

@@ -64,7 +64,9 @@ def test_gradient_in_points(mode):
   _assert_along(_gradient(mode, 0.1, 1.0)[0], lambda x: _loss(mode, x, A, 0.1, 1.0), X, direction)
 
 
-@pytest.mark.parametrize("mode", MODES)
+# Unrolled gradients in the weights run with -m slow (unrolling is checked in the points by default).
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=pytest.mark.slow) if m == "unroll" else m
+                                  for m in MODES])
 def test_gradient_in_weights(mode):
   direction = np.random.default_rng(2).normal(size=N)
   direction -= direction.mean()  # stay on the balanced constraint Σa = Σb
@@ -154,7 +156,7 @@ _zero_weight_value = jax.jit(_zero_weight_loss, static_argnames="side")
 _zero_weight_grad = jax.jit(jax.grad(_zero_weight_loss), static_argnames="side")
 
 
-@pytest.mark.parametrize("side", ["rows", "columns"])
+@pytest.mark.parametrize("side", ["rows", pytest.param("columns", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("zero_on", ["larger", "smaller"])
 def test_implicit_gradient_with_a_zero_weight(side, zero_on):
   # A point of zero mass has no plan entries: the adjoint solve must keep it out, whether it is

@@ -52,10 +52,12 @@ def test_dense_and_online_geometries_agree(rng):
   np.testing.assert_allclose(out1.g, out2.g, atol=1e-8)
 
 
-# The squared-Euclidean, unrolled variant runs with -m slow (the dense path and unrolled gradients
-# are each checked by default elsewhere).
-@pytest.mark.parametrize("cost_fn, grad_mode", [pytest.param(None, "unroll", marks=pytest.mark.slow),
-                                                (otkit.PNorm(p=1.5), "implicit")])
+# The squared-Euclidean cost runs by default; a p-norm cost (evaluated pair by pair) and unrolled
+# gradients with -m slow (each is checked by default elsewhere).
+@pytest.mark.parametrize("cost_fn, grad_mode", [(None, "implicit"),
+                                                pytest.param(None, "unroll", marks=pytest.mark.slow),
+                                                pytest.param(otkit.PNorm(p=1.5), "implicit",
+                                                             marks=pytest.mark.slow)])
 def test_stored_cost_matrix_path_matches_pot_and_online_gradients(rng, cost_fn, grad_mode):
   # d = 20 (or a cost evaluated pair by pair) in the automatic mode stores the cost matrix.
   x, y, a, b = _problem(rng, n=30, m=25, d=20)
@@ -209,8 +211,8 @@ def test_public_function_does_not_recompile_for_new_data(rng):
 
 
 # fixed_iters is tested in float64; float32 only with the adaptive loop.
-@pytest.mark.parametrize("dtype, fixed_iters", [(np.float64, None), (np.float64, 60),
-                                                (np.float32, None)],
+@pytest.mark.parametrize("dtype, fixed_iters", [pytest.param(np.float64, None, marks=pytest.mark.slow),
+                                                (np.float64, 60), (np.float32, None)],
                          ids=["f64-None", "f64-60", "f32-None"])
 def test_vmap_equals_loop(dtype, fixed_iters):
   batch = [_problem(np.random.default_rng(i), n=12, m=10) for i in range(8)]
