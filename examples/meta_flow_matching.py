@@ -94,17 +94,21 @@ def main(argv=None) -> None:
     w2[name] = [float(fm.wasserstein2(p, t)) for p, t in zip(pushed[name], test1)]
     print(f"{name}: trained in {time.perf_counter() - start:.1f} s; held-out W₂ "
           f"{np.mean(w2[name]):.4f} (median {np.median(w2[name]):.4f})")
-  fig, axes = plt.subplots(1, 4, figsize=(19, 4.6))
-  for ax, p in zip(axes[:3], (0, 1, 2)):
-    ax.scatter(*test0[p].T, s=5, c="black", alpha=0.5, label="x(0)")
-    ax.scatter(*test1[p].T, s=14, facecolors="none", edgecolors="tab:red", label="truth x(1)")
-    for name, color in zip(pushed, ("tab:blue", "tab:cyan", "tab:orange")):
-      ax.scatter(*pushed[name][p].T, s=5, c=color, label=name)
-    ax.set_title(f"held-out population {p}: θ = {np.linalg.norm(test0[p].mean(0)):.2f} rad")
-    ax.set_aspect("equal")
-  axes[0].legend(fontsize=7)
-  axes[3].boxplot(list(w2.values()), tick_labels=list(w2))
-  axes[3].set(ylabel="W₂(pushforward, truth)", title="50 held-out populations")
+  # Each particle is coloured by its initial angle about the population's mean, so that the
+  # rotation shows: the truth and a good pushforward carry the colours round by θ.
+  fig, axes = plt.subplots(2, 5, figsize=(22, 8.6))
+  for row, p in enumerate((0, 1)):
+    mean = test0[p].mean(0)
+    angle = np.arctan2(*(test0[p] - mean).T[::-1])
+    panels = [("x(0)", test0[p]), ("truth x(1)", test1[p])] + [(n, pushed[n][p]) for n in
+                                                               ("MFM (Deep Sets)", "plain FM")]
+    for ax, (name, points) in zip(axes[row, :4], panels):
+      ax.scatter(*points.T, s=9, c=angle, cmap="hsv")
+      ax.set_title(f"population {p} (θ = {np.linalg.norm(mean):.2f} rad): {name}")
+      ax.set_aspect("equal")
+  axes[0, 4].boxplot(list(w2.values()), tick_labels=list(w2))
+  axes[0, 4].set(ylabel="W₂(pushforward, truth)", title="50 held-out populations")
+  axes[1, 4].axis("off")
   fig.tight_layout()
   fig.savefig(args.out, dpi=110)
   print(f"wrote {args.out}")

@@ -67,8 +67,9 @@ def default_epsilon(epsilon, path: str, sigma):
   return DEFAULT_EPSILON
 
 
-def exact_permutation(x0: Array, x1: Array) -> Array:
-  """The optimal assignment ``σ`` of ``‖x0_i − x1_σ(i)‖²`` (uniform equal batches).
+def exact_permutation(x0: Array, x1: Array) -> tuple[Array, Array]:
+  """The optimal assignment ``σ`` of ``‖x0_i − x1_σ(i)‖²`` (uniform equal batches) and the
+  solve's result code.
 
   The host (SciPy) solver on CPU, the in-graph search elsewhere; no dual recovery (only the
   permutation is needed). Batched by ``vmap`` into one host call.
@@ -90,9 +91,18 @@ def _plan_pairs(key: Array, x0: Array, x1: Array, epsilon: Array, tau, solver, c
   ok = jnp.all(jnp.isfinite(logits))
   # A failed solve (reported in the result code) falls back to the independent coupling.
   logits = jnp.where(ok, logits, 0.0).reshape(-1)
-  flat = jax.random.categorical(key, logits, shape=(count,))
+  flat = sample_categorical(key, logits, count)
   result = jnp.where(ok, out.result, Result.NON_FINITE)
   return flat // x1.shape[0], flat % x1.shape[0], result
+
+
+def sample_categorical(key: Array, logits: Array, count: int) -> Array:
+  """``count`` draws with replacement from ``softmax(logits)`` by inverting its cumulative sum:
+  ``O(len(logits))`` memory (``jax.random.categorical`` draws a Gumbel number per category and
+  per sample)."""
+  cdf = jnp.cumsum(jnp.exp(logits - jnp.max(logits)))
+  u = jax.random.uniform(key, (count,), cdf.dtype) * cdf[-1]
+  return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), logits.shape[0] - 1)
 
 
 def check_tau(tau, dtype) -> tuple[Array, Array]:

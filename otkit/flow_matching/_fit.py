@@ -133,8 +133,9 @@ def train_meta_block(params, rest, opt_state, key, x0_pops, x1_pops, sigma, epsi
 
 def run_blocks(block: Callable, model: nnx.Module, optimizer, key: Array, n_steps: int,
                steps_per_call: int, progress: bool, desc: str):
-  """Runs ``block(params, rest, opt_state, key, n)`` over ``n_steps`` in blocks, writes the
-  trained parameters back into ``model`` and returns the losses ``(n_steps,)``."""
+  """Runs ``block(params, rest, opt_state, key, n, graphdef)`` over ``n_steps`` in blocks of at
+  most ``steps_per_call``, writes the trained parameters back into ``model`` and returns the
+  losses ``(n_steps,)``."""
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   opt_state = optimizer.init(params)
   losses, failed = [], 0
@@ -236,7 +237,8 @@ def fit(model, source, target, *, key, n_steps, batch_size=256, coupling="exact"
   Args:
     model: a flax ``nnx.Module`` with ``__call__(t, x)`` (e.g. :class:`VelocityMLP`).
     source, target: arrays ``(N, d)`` to draw batches from (uniformly, with replacement), or
-      functions ``key -> (batch_size, d)`` that sample a batch. With ``coupling="paired"`` both
+      functions ``key -> (batch_size, d)`` that sample a batch (static: pass the same function
+      object again, not a new ``lambda``, to reuse the compiled block). With ``coupling="paired"`` both
       sides draw the same rows (or get the same key): row ``i`` of ``source`` goes to row ``i``
       of ``target``.
     key: a PRNG key.

@@ -50,6 +50,18 @@ def test_ot_cfm_against_i_cfm_at_the_notebooks_5000_steps():
   _compare_ot_cfm_with_i_cfm(5000, ot_loss=0.5, i_loss=5.0)
 
 
+@pytest.mark.slow
+def test_sb_cfm_trains_with_entropic_pairs():
+  # SB-CFM: pairs from the entropic plan at ε = 2σ², the Brownian-bridge path.
+  model = fm.VelocityMLP(2, rngs=nnx.Rngs(0))
+  model, losses = fm.fit(model, lambda k: eight_gaussians(k, 256), TARGET, key=KEY, n_steps=1000,
+                         coupling="sinkhorn", path="schrodinger_bridge", sigma=0.5)
+  assert np.all(np.isfinite(losses))
+  w2 = float(fm.wasserstein2(fm.sample(model, X0_TEST, n_steps=20), X1_TEST))
+  i_model, _ = _train("independent", 1000)
+  assert w2 < float(fm.wasserstein2(fm.sample(i_model, X0_TEST, n_steps=20), X1_TEST))
+
+
 def test_fit_compiles_once_for_new_data_of_the_same_shapes():
   # The configuration of fit's docstring example: the program it compiled is reused.
   rng = np.random.default_rng(0)
