@@ -36,7 +36,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 # The longest tests start first, so that the two workers do not end with one of them alone.
-_LONG = ("test_notebook.py", "test_stored_cost_matrix_path", "test_other_grad_modes_agree",
+_LONG = ("test_notebook.py", "test_stored_cost_matrix_path",
          "test_vmap_over_four_sinkhorn_flows", "test_vmap_over_a_batch_of_four_problems",
          "test_sinkhorn_and_plan_functions_equal_the_dense_cost", "test_demo_writes_a_png",
          "test_fuzz.py", "test_ot_cfm_learns", "test_meta_flow_matching_fits")

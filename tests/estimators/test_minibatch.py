@@ -264,6 +264,9 @@ def test_solver_tol_is_traced_under_jit():
   assert np.max(np.abs(np.asarray(loose.costs) - expected)) > 1e-6
 
 
+# With -m slow: a solver object reaching an estimator is checked by default in
+# tests/solvers/test_contract.py (the divergence with the Newton solver).
+@pytest.mark.slow
 def test_sinkhorn_newton_inner_solver():
   x, y = _clouds()
   key, eps = jax.random.key(5), 0.5

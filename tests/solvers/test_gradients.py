@@ -58,7 +58,10 @@ def _assert_along(grad, fn, point, direction):
   helpers.assert_gradient_along(grad, fn, jnp.asarray(point), direction)
 
 
-@pytest.mark.parametrize("mode", MODES)
+# Unrolled gradients run with -m slow here; by default the contract tests check the unrolled value's
+# jvp and Hessian against finite differences.
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=pytest.mark.slow) if m == "unroll" else m
+                                  for m in MODES])
 def test_gradient_in_points(mode):
   direction = np.random.default_rng(1).normal(size=X.shape)
   _assert_along(_gradient(mode, 0.1, 1.0)[0], lambda x: _loss(mode, x, A, 0.1, 1.0), X, direction)

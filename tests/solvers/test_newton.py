@@ -187,9 +187,10 @@ def test_implicit_gradient_matches_finite_differences_and_sinkhorn():
     np.testing.assert_allclose(np.vdot(g, direction), fd, rtol=1e-5)
 
 
-# Unrolled gradients through Newton steps compile long programs: -m slow (the unrolled mode is
-# checked by default on Sinkhorn, and Newton's implicit and envelope gradients here).
-@pytest.mark.parametrize("mode", [pytest.param("unroll", marks=pytest.mark.slow), "envelope"])
+# Unrolled and envelope gradients through Newton steps compile long programs: -m slow (Newton's
+# implicit gradient is checked by default above, and the other modes on Sinkhorn).
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["unroll", "envelope"])
 def test_other_grad_modes_agree_with_sinkhorn(mode):
   x, _, a, _ = _small()
   grad = _grad_x(mode, jnp.asarray(x), jnp.asarray(a), EPS)
