@@ -3,8 +3,8 @@ problems checked independently.
 
 Two parts, both built from ``tests/reliability`` (the same catalogue and problems as the tests):
 
-* **Bad input.** Each public entry point (otkit, otkit.flows, otkit.flows.dataset, otkit.nn and
-  the command line) is called with its valid arguments and with every bad input of the catalogue
+* **Bad input.** Each public entry point (otkit, otkit.flows, otkit.flows.dataset, otkit.nn,
+  otkit.flow_matching and the command line) is called with its valid arguments and with every bad input of the catalogue
   (wrong rank, mismatched dimensions, NaN, inf, bad weights, empty, wrong dtype, non-array types,
   wrong static options). Outcomes: a named error (``ValueError``/``TypeError`` naming the
   argument), a right answer (legitimate input: finite and equal to its reference), a reported
@@ -72,7 +72,8 @@ def bad_input_matrix() -> tuple[list[dict], list[str]]:
 
 def _group(entry: str) -> str:
   for prefix, group in (("flows.dataset.", "otkit.flows.dataset"), ("flows.", "otkit.flows"),
-                        ("nn.", "otkit.nn"), ("cli ", "command line")):
+                        ("nn.", "otkit.nn"), ("flow_matching.", "otkit.flow_matching"),
+                        ("cli ", "command line")):
     if entry.startswith(prefix):
       return group
   return "otkit"
