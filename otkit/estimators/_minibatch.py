@@ -112,6 +112,18 @@ def _sq_rows(x: Array, y: Array):
   return cost, row
 
 
+def assign_pair(x: Array, y: Array, cost_fn, method: str = "jax",
+                duals: bool = True) -> _assignment.AssignmentOutput:
+  """The exact assignment between two batches ``x, y (m, d)``, warm-started (see
+  :func:`warm_start`); ``method`` and ``duals`` as in :func:`exact_pair`."""
+  if isinstance(cost_fn, _costs.SqEuclidean) and x.shape[1] <= ROWS_FROM_POINTS_MAX_DIM:
+    cost, row_fn = _sq_rows(x, y)
+  else:
+    cost, row_fn = cost_fn.pairwise(x, y), None
+  return _assignment.solve(cost, warm_start(x, y, cost_fn), method=method, row_fn=row_fn,
+                           duals=duals)
+
+
 def exact_pair(x: Array, y: Array, cost_fn, method: str = "jax",
                duals: bool = True) -> tuple[Array, Array, Array]:
   """``OT`` between the uniform measures on ``x (m, d)`` and ``y (m, d)``, the row potential
@@ -120,12 +132,7 @@ def exact_pair(x: Array, y: Array, cost_fn, method: str = "jax",
   ``method``: ``"jax"`` or ``"host"`` (see :func:`otkit.assignment`); ``duals=False`` lets the
   host path skip the potentials (``f`` is then only feasible, not optimal).
   """
-  if isinstance(cost_fn, _costs.SqEuclidean) and x.shape[1] <= ROWS_FROM_POINTS_MAX_DIM:
-    cost, row_fn = _sq_rows(x, y)
-  else:
-    cost, row_fn = cost_fn.pairwise(x, y), None
-  out = _assignment.solve(cost, warm_start(x, y, cost_fn), method=method, row_fn=row_fn,
-                          duals=duals)
+  out = assign_pair(x, y, cost_fn, method, duals)
   m = x.shape[0]
   shift = 0.5 * (jnp.mean(out.g) - jnp.mean(out.f))
   return out.cost / m, out.f + shift, out.result

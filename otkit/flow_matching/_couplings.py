@@ -39,6 +39,8 @@ from otkit.solvers._solver import check_solver
 
 Array = jax.Array
 COUPLINGS = ("exact", "sinkhorn", "unbalanced", "independent", "paired")
+# The couplings that draw pairs from an entropic plan (any batch sizes); the others need equal ones.
+ENTROPIC = ("sinkhorn", "unbalanced")
 # torchcfm's default entropic regularisation of its Sinkhorn couplings (units of the cost).
 DEFAULT_EPSILON = 0.05
 
@@ -75,10 +77,8 @@ def exact_permutation(x0: Array, x1: Array) -> tuple[Array, Array]:
   permutation is needed). Batched by ``vmap`` into one host call.
   """
   x0, x1 = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(x1)
-  cost_fn = SqEuclidean()
-  init = _minibatch.warm_start(x0, x1, cost_fn)
-  method = _assignment.resolve_method("auto")
-  out = _assignment.solve(cost_fn.pairwise(x0, x1), init, method=method, duals=False)
+  out = _minibatch.assign_pair(x0, x1, SqEuclidean(), _assignment.resolve_method("auto"),
+                               duals=False)
   return out.perm, out.result
 
 
@@ -132,7 +132,7 @@ def couple_checked(key: Array, x0: Array, x1: Array, method: str, epsilon, tau, 
 def check_coupling_options(method: str, epsilon, tau, solver, dtype, name: str = "coupling"):
   """Validates the options of a coupling; returns ``(epsilon, tau, solver)`` for it."""
   V.check_choice(name, method, COUPLINGS)
-  if method not in ("sinkhorn", "unbalanced"):
+  if method not in ENTROPIC:
     return None, None, None
   epsilon = V.check_positive("epsilon", DEFAULT_EPSILON if epsilon is None else epsilon, dtype)
   tau = check_tau(tau if method == "unbalanced" else 1.0, dtype)
@@ -174,7 +174,7 @@ def couple(key, x0, x1, *, method="exact", epsilon=None, tau=0.9, solver=None,
   """
   key = V.check_key(key)
   V.check_choice("method", method, COUPLINGS)
-  x0, x1 = check_batches(x0, x1, same_size=method in ("exact", "independent", "paired"))
+  x0, x1 = check_batches(x0, x1, same_size=method not in ENTROPIC)
   epsilon, tau, solver = check_coupling_options(method, epsilon, tau, solver, x0.dtype, "method")
   p0, p1, result = _couple(key, x0, x1, epsilon, tau, solver, method=method)
   return (p0, p1, result) if return_result else (p0, p1)

@@ -24,7 +24,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -214,13 +213,6 @@ def check_training(key, n_steps, batch_size, steps_per_call):
   return key, n_steps, batch_size, steps
 
 
-def check_options(dtype, coupling, path, sigma, epsilon, tau, solver):
-  V.check_choice("coupling", coupling, _couplings.COUPLINGS)
-  sigma = _paths.check_path(path, sigma, dtype)
-  epsilon = _couplings.default_epsilon(epsilon, path, sigma)
-  return (sigma, *_couplings.check_coupling_options(coupling, epsilon, tau, solver, dtype))
-
-
 # ---------------------------------------------------------------------------------------------
 # Public functions
 
@@ -284,7 +276,8 @@ def fit(model, source, target, *, key, n_steps, batch_size=256, coupling="exact"
                      f"of one goes to row i of the other); got {src.shape[0]} and {tgt.shape[0]}.")
   dtype = jnp.result_type(dtype0, dtype1)
   src, tgt = (None if v is None else v.astype(dtype) for v in (src, tgt))
-  sigma, epsilon, tau, solver = check_options(dtype, coupling, path, sigma, epsilon, tau, solver)
+  sigma, epsilon, tau, solver = _loss.check_options(dtype, coupling, path, sigma, epsilon, tau,
+                                                    solver)
   options = dict(optimizer=optimizer, batch_size=batch_size, coupling=coupling, path=path,
                  source_fn=source_fn, target_fn=target_fn)
 
@@ -355,7 +348,7 @@ def fit_meta(model, x0_populations, x1_populations, *, key, n_steps, batch_size=
   model = check_model(model)
   V.check_choice("coupling", coupling, _couplings.COUPLINGS)
   x0, x1 = check_populations(x0_populations, x1_populations,
-                             same_size=coupling in ("paired", "exact", "independent"))
+                             same_size=coupling not in _couplings.ENTROPIC)
   if batch_size is None:
     batch_size = x0.shape[1]
   key, n_steps, batch_size, steps = check_training(key, n_steps, batch_size, steps_per_call)
@@ -364,8 +357,8 @@ def fit_meta(model, x0_populations, x1_populations, *, key, n_steps, batch_size=
     raise ValueError(f"`populations_per_step` must be at most the number of populations "
                      f"{x0.shape[0]}; got {populations_per_step}.")
   optimizer = check_optimizer(optimizer)
-  sigma, epsilon, tau, solver = check_options(x0.dtype, coupling, path, sigma, epsilon, tau,
-                                              solver)
+  sigma, epsilon, tau, solver = _loss.check_options(x0.dtype, coupling, path, sigma, epsilon,
+                                                    tau, solver)
   options = dict(optimizer=optimizer, batch_size=batch_size, coupling=coupling, path=path,
                  populations_per_step=populations_per_step)
 

@@ -46,15 +46,12 @@ def check_velocity_fn(velocity_fn, name: str = "velocity_fn"):
   return velocity_fn
 
 
-def check_options(x0, x1, coupling, path, sigma, epsilon, tau, solver):
-  """The checked batches and options shared by :func:`cfm_loss` and the training loops."""
-  V.check_choice("coupling", coupling, _couplings.COUPLINGS)
-  x0, x1 = _couplings.check_batches(x0, x1, same_size=coupling not in ("sinkhorn", "unbalanced"))
-  sigma = _paths.check_path(path, sigma, x0.dtype)
+def check_options(dtype, coupling, path, sigma, epsilon, tau, solver):
+  """``(σ, ε, τ, solver)`` of a coupling and a path, checked: shared by :func:`cfm_loss` and the
+  training loops."""
+  sigma = _paths.check_path(path, sigma, dtype)
   epsilon = _couplings.default_epsilon(epsilon, path, sigma)
-  epsilon, tau, solver = _couplings.check_coupling_options(coupling, epsilon, tau, solver,
-                                                           x0.dtype)
-  return x0, x1, sigma, epsilon, tau, solver
+  return (sigma, *_couplings.check_coupling_options(coupling, epsilon, tau, solver, dtype))
 
 
 def cfm_loss(velocity_fn, key, x0, x1, *, coupling="exact", path="linear", sigma=0.0,
@@ -90,8 +87,10 @@ def cfm_loss(velocity_fn, key, x0, x1, *, coupling="exact", path="linear", sigma
   """
   velocity_fn = check_velocity_fn(velocity_fn)
   key = V.check_key(key)
-  x0, x1, sigma, epsilon, tau, solver = check_options(x0, x1, coupling, path, sigma, epsilon,
-                                                      tau, solver)
+  V.check_choice("coupling", coupling, _couplings.COUPLINGS)
+  x0, x1 = _couplings.check_batches(x0, x1, same_size=coupling not in _couplings.ENTROPIC)
+  sigma, epsilon, tau, solver = check_options(x0.dtype, coupling, path, sigma, epsilon, tau,
+                                              solver)
   t, xt, ut = pair_and_draw(key, x0, x1, sigma, epsilon, tau, solver, coupling=coupling,
                             path=path)
   return squared_error(velocity_fn, t, xt, ut)

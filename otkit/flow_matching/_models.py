@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from otkit import _validation as V
+from otkit.nn._dense import check_inputs
 
 Array = jax.Array
 EMBEDDINGS = ("deepsets", "gcn")
@@ -61,15 +62,6 @@ def run_mlp(layers, h: Array, activation: Callable) -> Array:
   for layer in layers[:-1]:
     h = activation(layer(h))
   return layers[-1](h)
-
-
-def check_points_input(name: str, x, dim: int) -> Array:
-  """A batch ``(..., dim)`` of real numbers, finite when concrete."""
-  x = V.as_float_array(name, x)
-  if x.ndim < 1 or x.shape[-1] != dim:
-    raise ValueError(f"`{name}` must have shape (..., {dim}); got {x.shape}.")
-  V.check_finite(name, x)
-  return x
 
 
 def broadcast_time(t, x: Array) -> Array:
@@ -111,7 +103,7 @@ class VelocityMLP(nnx.Module):
     self.layers = mlp_layers(dim + max(time_features, 1), hidden, depth, dim, rngs)
 
   def __call__(self, t, x) -> Array:
-    x = check_points_input("x", x, self.dim)
+    x = check_inputs(x, self.dim, f"(..., {self.dim})", "x")
     t = broadcast_time(t, x)
     h = jnp.concatenate([x, time_embedding(t, self.time_features)], axis=-1)
     return run_mlp(self.layers, h, self.activation)
@@ -163,7 +155,7 @@ class PopulationEmbedding(nnx.Module):
     self.out = nnx.Linear(hidden, self.features, rngs=rngs)
 
   def __call__(self, population) -> Array:
-    x = check_points_input("population", population, self.dim)
+    x = check_inputs(population, self.dim, f"(n, {self.dim})", "population")
     if x.ndim != 2 or x.shape[0] == 0:
       raise ValueError(f"`population` must have shape (n, {self.dim}) with n >= 1; got {x.shape}.")
     h = x
@@ -214,7 +206,7 @@ class MetaVelocity(nnx.Module):
                              rngs)
 
   def __call__(self, t, x, population) -> Array:
-    x = check_points_input("x", x, self.dim)
+    x = check_inputs(x, self.dim, f"(..., {self.dim})", "x")
     t = broadcast_time(t, x)
     e = self.embedding(population).astype(x.dtype)
     e = jnp.broadcast_to(e, (*x.shape[:-1], e.shape[0]))

@@ -45,14 +45,16 @@ def set_factor_params(layer: nnx.Module, u: Array, v: Array, *, in_features: int
   layer.dtype, layer.param_dtype, layer.precision = dtype, param_dtype, precision
 
 
-def check_inputs(inputs, in_features: int, layout: str) -> None:
+def check_inputs(inputs, in_features: int, layout: str, name: str = "inputs") -> Array:
   """Checks a layer's ``inputs`` eagerly: real numbers, shape ``layout`` ending in
-  ``in_features``, finite values when concrete (the layer computes in its own dtype)."""
-  x = V.as_float_array("inputs", inputs)
+  ``in_features``, finite values when concrete. Returns them as a floating array (the layer
+  computes in its own dtype)."""
+  x = V.as_float_array(name, inputs)
   min_ndim = layout.count(",") + 1 - layout.count("...")
   if x.ndim < min_ndim or x.shape[-1] != in_features:
-    raise ValueError(f"`inputs` must have shape {layout}; got {x.shape}.")
-  V.check_finite("inputs", x)
+    raise ValueError(f"`{name}` must have shape {layout}; got {x.shape}.")
+  V.check_finite(name, x)
+  return x
 
 
 def source_kernel(layer: nnx.Module) -> Array:
