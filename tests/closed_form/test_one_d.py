@@ -155,3 +155,82 @@ def test_bad_inputs(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     otkit.wasserstein_1d(**args, **options)
+
+
+# ----------------------------------------------------------------------------- ot_1d
+
+
+def _certificate(out, u, v, a, b, p):
+  """Marginals, dual feasibility, complementary slackness and strong duality of an ot_1d
+  output, each to the rounding of the costs (float64)."""
+  C = np.abs(u[:, None] - v[None, :]) ** p
+  plan = np.asarray(out.plan)
+  scale = 8 * np.finfo(float).eps * (len(u) + len(v)) * max(C.max(), 1e-300)
+  np.testing.assert_allclose(plan.sum(1), a, atol=1e-14)
+  np.testing.assert_allclose(plan.sum(0), b, atol=1e-14)
+  slack = C - np.asarray(out.f)[:, None] - np.asarray(out.g)[None, :]
+  assert slack.min() >= -scale
+  assert np.abs(slack[plan > 0]).max(initial=0.0) <= scale
+  assert abs(a @ np.asarray(out.f) + b @ np.asarray(out.g) - float(out.value)) <= scale
+  return C
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_ot_1d_plan_and_potentials_match_pot(p):
+  u, v, a, b = _problem(7, 12, 8)
+  out = otkit.ot_1d(u, v, a, b, p=p)
+  C = _certificate(out, u, v, a, b, p)
+  plan, log = ot.emd(a, b, C, log=True)
+  metric = "cityblock" if p == 1 else "sqeuclidean"
+  np.testing.assert_allclose(out.plan, ot.emd_1d(u, v, a, b, metric=metric), atol=1e-14)
+  np.testing.assert_allclose(out.value, log["cost"], rtol=1e-13)
+  if p == 1:  # |x − y| is not strictly convex: other plans are optimal too
+    return
+  np.testing.assert_allclose(out.plan, plan, atol=1e-14)
+  # The LP duals of a non-degenerate problem are unique up to the gauge <a, f> = <b, g>.
+  shift = (b @ log["v"] - a @ log["u"]) / 2
+  np.testing.assert_allclose(out.f, log["u"] + shift, atol=1e-12)
+  np.testing.assert_allclose(out.g, log["v"] - shift, atol=1e-12)
+  assert int(out.rows.shape[0]) == 20 and bool(out.converged)
+
+
+def test_ot_1d_ties_zero_weights_and_mass():
+  u = np.array([0.0, 1.0, 1.0, 2.0, 5.0])
+  v = np.array([1.0, 1.0, 3.0])
+  a = 3.0 * np.array([0.2, 0.0, 0.3, 0.1, 0.4])
+  b = 3.0 * np.array([0.5, 0.25, 0.25])
+  out = otkit.ot_1d(u, v, a, b)
+  _certificate(out, u, v, a, b, 2)
+  np.testing.assert_allclose(out.value, _emd2(u, v, a, b, 2), atol=1e-12)
+  np.testing.assert_allclose(out.mass.sum(), 3.0, rtol=1e-15)
+
+
+def test_ot_1d_jit_vmap_and_dtype(dtype):
+  problems = [_problem(s, 9, 6) for s in range(3)]
+  us, vs, as_, bs = (np.stack([q[i] for q in problems]).astype(dtype) for i in range(4))
+  out = jax.jit(jax.vmap(lambda u, v, a, b: otkit.ot_1d(u, v, a, b, p=1.5)))(us, vs, as_, bs)
+  assert out.value.dtype == out.f.dtype == out.mass.dtype == dtype
+  assert out.plan.shape == (3, 9, 6) and out.rows.shape == (3, 15)
+  tol = 1e-5 if dtype == np.float32 else 1e-12
+  for i in range(3):
+    u, v, a, b = (np.float64(t[i]) for t in (us, vs, as_, bs))
+    np.testing.assert_allclose(out.value[i], _emd2(u, v, a, b, 1.5), rtol=tol)
+    np.testing.assert_allclose(out.plan[i].sum(0), b, atol=tol)
+
+
+def test_ot_1d_gradients_match_finite_differences():
+  u, v, a, b = _problem(13, 10, 7)
+  rng = np.random.default_rng(2)
+  du, da = rng.normal(size=10), rng.normal(size=10)
+  da = da - da.mean()  # keeps the mass of a equal to that of b
+
+  def value(u, a):
+    return otkit.ot_1d(u, v, a, b, p=2).value
+
+  def potential(u):  # the potentials move with the positions (same staircase)
+    return jnp.vdot(otkit.ot_1d(u, v, a, b, p=2).f, du)
+
+  grads = jax.jit(jax.grad(value, argnums=(0, 1)))(u, a)
+  helpers.assert_gradient_along(grads[0], lambda t: value(t, a), u, du)
+  helpers.assert_gradient_along(grads[1], lambda t: value(u, t), a, da)
+  helpers.assert_directional_derivative(potential, u, du)

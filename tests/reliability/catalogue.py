@@ -753,6 +753,9 @@ def entries() -> list[Entry]:
       Entry("wasserstein_1d", lambda u, v, a, b, p: otkit.wasserstein_1d(u, v, a, b, p=p),
             dict(u=X[:, 0], v=Y[:, 0], a=A, b=B, p=2), {"u": "vector", "v": "vector", "a": "weights", "b": "weights"},
             options=(("p", 0), ("p", "2"))),
+      Entry("ot_1d", lambda u, v, a, b, p: otkit.ot_1d(u, v, a, b, p=p),
+            dict(u=X[:, 0], v=Y[:, 0], a=A, b=B, p=2), {"u": "vector", "v": "vector", "a": "weights", "b": "weights"},
+            options=(("p", 0), ("p", "2"))),
       Entry("sliced_wasserstein", lambda key, x, y, a, b, n_projections, p: otkit.sliced_wasserstein(
           key, x, y, a, b, n_projections=n_projections, p=p),
             dict(key=key, x=X, y=Y, a=A, b=B, n_projections=8, p=2),

@@ -139,7 +139,7 @@ def test_divergence_is_symmetric_nonnegative_with_a_finite_gradient(p):
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(st.sampled_from([(1, 1), (1, 6), (6, 4), (9, 9)]), st.sampled_from([1, 2]),
        st.integers(0, 2**31 - 1), st.floats(-3.0, 3.0))
-def test_wasserstein_1d_matches_pot_with_ties_and_zero_weights(sizes, p, seed, scale_exp):
+def test_1d_ot_matches_pot_with_ties_and_zero_weights(sizes, p, seed, scale_exp):
   rng = np.random.default_rng(seed)
   n, m = sizes
   scale = 10.0 ** scale_exp
@@ -152,4 +152,14 @@ def test_wasserstein_1d_matches_pot_with_ties_and_zero_weights(sizes, p, seed, s
   ours = float(otkit.wasserstein_1d(u, v, a, b, p=p))
   ref = float(ot.wasserstein_1d(u, v, a, b, p=p))
   size = (2 * max(np.abs(u).max(), np.abs(v).max(), 1e-300)) ** p
-  assert abs(ours - ref) <= 64 * np.finfo(float).eps * (n + m) * size
+  tol = 64 * np.finfo(float).eps * (n + m) * size
+  assert abs(ours - ref) <= tol
+  # ot_1d: the same value, a plan with the right marginals, and potentials that certify it.
+  out = otkit.ot_1d(u, v, a, b, p=p)
+  plan, f, g = np.asarray(out.plan), np.asarray(out.f), np.asarray(out.g)
+  assert abs(float(out.value) - ref) <= tol
+  np.testing.assert_allclose(plan.sum(1), a, atol=1e-14)
+  np.testing.assert_allclose(plan.sum(0), b, atol=1e-14)
+  slack = np.abs(u[:, None] - v[None, :]) ** p - f[:, None] - g[None, :]
+  assert slack.min() >= -tol and np.abs(slack[plan > 0]).max(initial=0.0) <= tol
+  assert abs(a @ f + b @ g - ref) <= tol
