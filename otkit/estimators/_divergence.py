@@ -1,9 +1,11 @@
-"""The debiased Sinkhorn divergence between two point clouds.
+"""The debiased Sinkhorn divergence between two point clouds, balanced or unbalanced.
 
 References:
   Genevay, Peyré, Cuturi, "Learning Generative Models with Sinkhorn Divergences", AISTATS 2018.
   Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré, "Interpolating between Optimal Transport and
   MMD using Sinkhorn Divergences", AISTATS 2019 (symmetric updates, annealing).
+  Séjourné, Feydy, Vialard, Trouvé, Peyré, "Sinkhorn Divergences for Unbalanced Optimal
+  Transport", arXiv:1910.12958, 2019 (the unbalanced divergence and its mass term, eq. 15).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from otkit import _validation as V
 from otkit.geometry import PointCloud
@@ -31,10 +34,12 @@ class DivergenceOutput:
   """Result of :func:`sinkhorn_divergence` (a pytree).
 
   Attributes:
-    value: ``OT_ε(a, b) − ½ OT_ε(a, a) − ½ OT_ε(b, b)``, a scalar ``>= 0``.
+    value: ``OT_ε(a, b) − ½ OT_ε(a, a) − ½ OT_ε(b, b) + ½ ε (Σa − Σb)²``, a scalar ``>= 0``
+      (the last term vanishes for balanced problems).
     result: the worst :class:`otkit.Result` code of the three problems.
     xy: the :class:`otkit.SinkhornOutput` of ``OT_ε(a, b)``.
-    xx, yy: those of the symmetric problems (their ``g`` equals their ``f``).
+    xx, yy: those of the symmetric problems (their ``g`` equals their ``f`` when
+      ``τ_a = τ_b``).
   """
 
   value: Array
@@ -53,9 +58,10 @@ def is_geometry(x) -> bool:
   return hasattr(x, "block_cost") and hasattr(x, "self_pairs")
 
 
-def debiased(xy: SinkhornOutput, xx: SinkhornOutput, yy: SinkhornOutput) -> DivergenceOutput:
-  """``OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν)`` from the three solved problems."""
-  value = xy.value - 0.5 * (xx.value + yy.value)
+def debiased(xy: SinkhornOutput, xx: SinkhornOutput, yy: SinkhornOutput,
+             mass_term: Array = 0.0) -> DivergenceOutput:
+  """``OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν) + mass_term`` from the three solved problems."""
+  value = xy.value - 0.5 * (xx.value + yy.value) + mass_term
   return DivergenceOutput(value=value, result=combine_results(xy.result, xx.result, yy.result),
                           xy=xy, xx=xx, yy=yy)
 
@@ -66,9 +72,24 @@ def self_problems(problem):
   return (problem._replace(geom=geom_xx, b=problem.a), problem._replace(geom=geom_yy, a=problem.b))
 
 
-def solve_divergence(problem_xy, solver, init_xy=None, init_xx=None, yy=None) -> DivergenceOutput:
-  """The divergence of a validated balanced problem (from :func:`otkit.solvers._solve.make_problem`
-  on a geometry with self-pairs): three solves, the self-problems by the symmetric update.
+def mass_term(problem) -> Array:
+  """``½ ε (Σa − Σb)²``, the term that keeps the unbalanced divergence non-negative
+  (Séjourné et al. 2019, eq. 15); zero for balanced problems."""
+  return 0.5 * problem.epsilon * (jnp.sum(problem.a) - jnp.sum(problem.b)) ** 2
+
+
+def equal_taus(tau_a, tau_b) -> bool:
+  """Whether ``τ_a = τ_b`` is known before tracing: the self-problems are then symmetric."""
+  values = [V.concrete_values(t) for t in (tau_a, tau_b)]
+  return tau_a is tau_b or (values[0] is not None and values[1] is not None
+                            and bool(np.all(values[0] == values[1])))
+
+
+def solve_divergence(problem_xy, solver, init_xy=None, init_xx=None, yy=None, *,
+                     symmetric: bool = True) -> DivergenceOutput:
+  """The divergence of a validated problem (from :func:`otkit.solvers._solve.make_problem` on a
+  geometry with self-pairs): three solves, the self-problems by the symmetric update when
+  ``symmetric`` (which needs ``τ_a = τ_b``; each self-problem keeps both relaxations).
 
   ``init_xy`` ``(f, g)`` and ``init_xx`` ``f`` warm-start the moving problems; ``yy``, the
   already solved ``OT_ε(ν, ν)``, skips the third solve (a fixed target along a flow).
@@ -76,20 +97,26 @@ def solve_divergence(problem_xy, solver, init_xy=None, init_xx=None, yy=None) ->
   problem_xx, problem_yy = self_problems(problem_xy)
   xy = _solve.solve_validated(problem_xy, solver, init_xy)
   xx = _solve.solve_validated(problem_xx, solver, None if init_xx is None else (init_xx, init_xx),
-                              symmetric=True)
+                              symmetric=symmetric)
   if yy is None:
-    yy = _solve.solve_validated(problem_yy, solver, symmetric=True)
-  return debiased(xy, xx, yy)
+    yy = _solve.solve_validated(problem_yy, solver, symmetric=symmetric)
+  return debiased(xy, xx, yy, mass_term(problem_xy))
 
 
-def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chunk_size=None,
-                        solver=None) -> DivergenceOutput:
-  """Debiased Sinkhorn divergence ``S_ε(μ, ν) = OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν)``.
+def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0,
+                        cost_fn=None, chunk_size=None, solver=None) -> DivergenceOutput:
+  """Debiased Sinkhorn divergence ``S_ε(μ, ν) = OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν)``,
+  plus ``½ ε (m(μ) − m(ν))²`` for unbalanced problems.
 
-  ``OT_ε`` is the regularised value of :func:`otkit.solve` (balanced). ``S_ε`` is
-  non-negative, zero iff ``μ = ν``, and interpolates between OT (ε → 0) and an MMD (ε → ∞).
-  The two symmetric problems are solved with the averaged symmetric update. All three run
-  online (no n×m matrix) for point clouds.
+  ``OT_ε`` is the regularised value of :func:`otkit.solve`:
+  ``⟨C, P⟩ + ε KL(P ‖ a⊗b) + ρ_a KL(P1 ‖ a) + ρ_b KL(Pᵀ1 ‖ b)`` with ``ρ = ε τ / (1 − τ)``
+  (generalised KL; ``τ = 1``: hard marginal). All three problems use the same ``τ_a, τ_b``.
+  Balanced (``τ = 1``), ``S_ε`` is non-negative, zero iff ``μ = ν``, and interpolates between
+  OT (ε → 0) and an MMD (ε → ∞). Unbalanced (``τ_a = τ_b < 1``, measures of any masses), the
+  mass term of Séjourné et al. keeps it non-negative and zero at ``μ = ν``; it is ott-jax's
+  ``sinkdiv`` with ``solve_kwargs=dict(tau_a=τ_a, tau_b=τ_b)``. The symmetric problems are
+  solved with the averaged symmetric update when ``τ_a = τ_b`` is known before tracing. All
+  three run online (no n×m matrix) for point clouds.
 
   Args:
     x: source points ``(n, d)``, or a geometry ``(n, m)`` with self-pairs
@@ -97,8 +124,11 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chu
       class costs): then ``y`` is ``None`` and the problems ``(x, x)`` and ``(y, y)`` are the
       geometry's ``self_pairs()``.
     y: target points ``(m, d)`` (``None`` when ``x`` is a geometry).
-    a: source weights ``(n,)``; b: target weights ``(m,)``; default uniform; equal total mass.
+    a: source weights ``(n,)``; b: target weights ``(m,)``; default uniform; equal total mass
+      unless a marginal is relaxed.
     epsilon: entropic regularisation ``ε > 0`` in units of the cost (traced).
+    tau_a, tau_b: marginal relaxations in ``(0, 1]`` (traced; default 1, balanced). The
+      divergence's guarantees need ``τ_a = τ_b``.
     cost_fn: the ground cost for points (default ``‖x − y‖²``, no ½).
     chunk_size: rows per block of the online reductions for points (static).
     solver: :class:`otkit.Sinkhorn` or :class:`otkit.SinkhornNewton`; default
@@ -111,6 +141,8 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chu
 
   References:
     Genevay, Peyré, Cuturi, "Learning Generative Models with Sinkhorn Divergences", AISTATS 2018.
+    Séjourné, Feydy, Vialard, Trouvé, Peyré, "Sinkhorn Divergences for Unbalanced Optimal
+    Transport", 2019.
 
   Example:
     >>> import jax, otkit
@@ -121,6 +153,10 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chu
     >>> geom = otkit.PointCloud(x, x + 1.0)
     >>> bool(abs(otkit.sinkhorn_divergence(geom, epsilon=0.1).value - div.value) < 1e-6)
     True
+    >>> half = otkit.sinkhorn_divergence(x, x, b=jax.numpy.full(50, 0.01), epsilon=0.1,
+    ...                                  tau_a=0.9, tau_b=0.9)  # masses 1 and 0.5
+    >>> bool(half.value > 0), bool(half.converged)
+    (True, True)
   """
   solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
   if is_geometry(x):
@@ -132,5 +168,5 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, cost_fn=None, chu
     if y is None:
       raise ValueError("`y` is required: the target points (m, d), unless `x` is a geometry.")
     geom = PointCloud(V.check_points("x", x), V.check_points("y", y), cost_fn, chunk_size)
-  problem = _solve.make_problem(geom, a, b, epsilon, 1.0, 1.0)
-  return solve_divergence(problem, solver)
+  problem = _solve.make_problem(geom, a, b, epsilon, tau_a, tau_b)
+  return solve_divergence(problem, solver, symmetric=equal_taus(tau_a, tau_b))

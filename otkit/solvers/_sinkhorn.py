@@ -172,13 +172,14 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
 
 
 def symmetric_step(problem: _dual.Problem, schedule: Schedule, state: SinkhornState) -> SinkhornState:
-  """One averaged update ``f ← ½ (f + T(f))`` of a symmetric problem (``b = a``, ``C = Cᵀ``).
+  """One averaged update ``f ← ½ (f + T(f))`` of a symmetric problem (``b = a``, ``C = Cᵀ``,
+  ``τ_b = τ_a``).
 
   The potentials of OT(a, a) are equal, ``g = f``; averaging avoids the oscillation of the plain
   fixed-point iteration. One row reduction per sweep.
   """
   eps, eps_next = schedule(state.it), schedule(state.it + 1)
-  f = 0.5 * (state.f - eps * state.lf)
+  f = relaxed_update(state.f, state.lf, 0.5, eps, _dual.inv_rho(problem.epsilon, problem.tau_a))
   lf = _half_step(problem.geom, _dual.safe_log(problem.a), f, eps_next)
   error = 2.0 * row_error(problem, f, lf, eps_next)  # the column error is the same
   return _accept(state._replace(f=f, g=f, lf=lf, error=error, it=state.it + 1), state)

@@ -1,4 +1,6 @@
-"""Sinkhorn divergence against ott-jax and finite differences."""
+"""Sinkhorn divergence against ott-jax, POT and finite differences."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 from ott.geometry import pointcloud
 from ott.tools import sinkhorn_divergence as ott_divergence
 
+import helpers
 import otkit
 
 
@@ -102,6 +105,8 @@ def test_vmap_jit_and_float32(dtype):
     (dict(epsilon=0.0), "`epsilon`"),
     (dict(a=np.full(4, -0.25)), "`a`"),
     (dict(b=np.full(5, 0.5)), "mass"),
+    (dict(tau_a=0.0), "`tau_a`"),
+    (dict(tau_b=1.5), "`tau_b`"),
     (dict(solver="sinkhorn"), "`solver`"),
     (dict(y=None), "`y` is required"),
     (dict(x=otkit.PointCloud(np.zeros((4, 2)))), "leave `y`"),
@@ -140,3 +145,72 @@ def test_labelled_geometry_is_the_divergence_of_the_augmented_costs():
          - 0.5 * _entropic_value(y, y, ot.dist(y, y) + w_yy[ly][:, ly], 1.0))
   assert bool(div.converged)
   np.testing.assert_allclose(div.value, ref, rtol=1e-8)
+
+
+# ----------------------------------------------------------------------------- unbalanced
+
+
+def _pot_unbalanced_value(cost, a, b, epsilon, tau):
+  """The primal value of POT's unbalanced plan: ``⟨C, P⟩ + ε KL(P ‖ a⊗b) + ρ KL(P1 ‖ a)
+  + ρ KL(Pᵀ1 ‖ b)``, ``ρ = ε τ / (1 − τ)`` (POT's ``reg_type="kl"``)."""
+  rho = epsilon * tau / (1 - tau)
+  plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, epsilon, rho, method="sinkhorn_stabilized",
+                                           reg_type="kl", numItermax=100000, stopThr=1e-13)
+  kl = lambda p, q: np.sum(p * np.log(p / q) - p + q)  # noqa: E731
+  return (np.sum(cost * plan) + epsilon * kl(plan, np.outer(a, b)) + rho * kl(plan.sum(1), a)
+          + rho * kl(plan.sum(0), b))
+
+
+@functools.partial(jax.jit, static_argnames="tau")  # ott-jax needs a concrete τ
+def _ott_unbalanced(x, y, a, b, epsilon, tau):
+  _, ref = ott_divergence.sinkhorn_divergence(
+      pointcloud.PointCloud, x, y, a=a, b=b, epsilon=epsilon,
+      solve_kwargs=dict(tau_a=tau, tau_b=tau, threshold=1e-11, max_iterations=20000))
+  return ref.divergence
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.95])
+def test_unbalanced_matches_pot_and_ott_jax(tau):
+  x, y, a, b = _clouds(2, n=20, m=15)
+  b = 1.6 * b  # masses 1 and 1.6
+  eps = 0.5
+  ours = otkit.sinkhorn_divergence(x, y, a, b, epsilon=eps, tau_a=tau, tau_b=tau,
+                                   solver=_solver(1e-11))
+  sq = lambda u, v: ((u[:, None] - v[None]) ** 2).sum(-1)  # noqa: E731
+  expected = (_pot_unbalanced_value(sq(x, y), a, b, eps, tau)
+              - 0.5 * _pot_unbalanced_value(sq(x, x), a, a, eps, tau)
+              - 0.5 * _pot_unbalanced_value(sq(y, y), b, b, eps, tau)
+              + 0.5 * eps * (a.sum() - b.sum()) ** 2)
+  assert bool(ours.converged)
+  np.testing.assert_allclose(ours.value, expected, rtol=1e-7)
+  # ott-jax's unbalanced problem takes the entropy relative to the counting measure (its plan
+  # is POT's reg_type="entropy"), so the two agree when every atom has unit weight.
+  ones_x, ones_y = np.ones(20), np.ones(15)
+  counts = otkit.sinkhorn_divergence(x, y, ones_x, ones_y, epsilon=eps, tau_a=tau, tau_b=tau,
+                                     solver=_solver(1e-11))
+  np.testing.assert_allclose(counts.value, _ott_unbalanced(x, y, ones_x, ones_y, eps, tau),
+                             rtol=1e-8)
+
+
+def test_unbalanced_is_zero_at_equal_measures_nonnegative_and_differentiable():
+  x, y, a, b = _clouds(3, n=20, m=15)
+  solver = otkit.Sinkhorn(tol=1e-12, grad_mode="envelope")
+  for tau_a, tau_b in ((0.8, 0.8), (0.8, 0.6)):  # the second pair: non-symmetric self-problems
+    same = otkit.sinkhorn_divergence(x, x, 0.7 * a, 0.7 * a, epsilon=0.3, tau_a=tau_a,
+                                     tau_b=tau_b, solver=solver)
+    assert bool(same.converged) and abs(float(same.value)) < 1e-9
+  for seed in range(3):
+    mass = np.random.default_rng(seed).uniform(0.2, 3.0, 2)
+    div = otkit.sinkhorn_divergence(x, y, mass[0] * a, mass[1] * b, epsilon=0.3, tau_a=0.8,
+                                    tau_b=0.8, solver=solver)
+    assert bool(div.converged) and float(div.value) > 0
+
+  def value(x, a):  # the masses are free: any direction of a
+    return otkit.sinkhorn_divergence(x, y, a, b, epsilon=0.3, tau_a=0.8, tau_b=0.8,
+                                     solver=solver).value
+
+  rng = np.random.default_rng(4)
+  dx, da = rng.normal(size=x.shape), rng.normal(size=a.shape)
+  gx, ga = jax.jit(jax.grad(value, argnums=(0, 1)))(jnp.asarray(x), jnp.asarray(a))
+  helpers.assert_gradient_along(gx, lambda t: value(t, a), x, dx)
+  helpers.assert_gradient_along(ga, lambda t: value(x, t), a, da)

@@ -766,10 +766,12 @@ def entries() -> list[Entry]:
             dict(key=key, x=X, y=Y, a=A, b=B, n_starts=2, n_steps=5),
             common_points | {"key": "key", "n_starts": "int", "n_steps": "int"},
             legit={"n_steps: zero": None}),
-      Entry("sinkhorn_divergence", lambda x, y, a, b, epsilon, solver: otkit.sinkhorn_divergence(
-          x, y, a, b, epsilon=epsilon, solver=solver),
-            dict(x=X, y=Y, a=A, b=B, epsilon=0.5, solver=None),
-            common_points | {"epsilon": "positive"}, options=(("solver", "newton"),)),
+      Entry("sinkhorn_divergence", lambda x, y, a, b, epsilon, tau_a, tau_b, solver: otkit.sinkhorn_divergence(
+          x, y, a, b, epsilon=epsilon, tau_a=tau_a, tau_b=tau_b, solver=solver),
+            dict(x=X, y=Y, a=A, b=B, epsilon=0.5, tau_a=1.0, tau_b=1.0, solver=None),
+            common_points | {"epsilon": "positive"},
+            options=(("solver", "newton"), ("tau_a", 0.0), ("tau_b", np.nan)),
+            extra=(("weights", "unequal mass, relaxed", {"b": 2 * B, "tau_a": 0.5, "tau_b": 0.5}, ()),)),
       Entry("minibatch_ot", lambda key, x, y, a, b, batch_size, n_batches, inner: otkit.minibatch_ot(
           key, x, y, a, b, batch_size=batch_size, n_batches=n_batches, inner=inner),
             dict(key=key, x=X, y=Y, a=A, b=B, batch_size=2, n_batches=3, inner="exact"),
