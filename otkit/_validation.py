@@ -158,6 +158,13 @@ def check_equal_mass(a: Array, b: Array, tau_a: Array | None = None, tau_b: Arra
     raise ValueError(f"`{names[0]}` and `{names[1]}` have different total mass ({ma:.6g} vs "
                      f"{mb:.6g}); balanced OT needs equal mass. Normalise the weights{relax}.")
 
+def check_bool(name: str, value: Any) -> bool:
+  """A static flag: ``True`` or ``False`` (NumPy booleans too), nothing else."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"`{name}` must be True or False; got {value!r}.")
+  return bool(value)
+
+
 def check_static_int(name: str, value: Any, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")

@@ -231,6 +231,16 @@ def _populations(v):
           ("dtype", "complex", v + 1j, None), ("type", "a string", "populations", None)]
 
 
+def _histograms(v):
+  return [("rank", "1-D", v[0], None), ("dims", "one entry short", v[:, :-1], None),
+          ("weights", "negative entry", _with(v, (0, 0), -0.1), None),
+          ("weights", "unequal masses", v * np.arange(1, v.shape[0] + 1)[:, None], None),
+          ("nan", "NaN entry", _with(v, (0, 0), np.nan), None),
+          ("inf", "inf entry", _with(v, (0, 0), np.inf), None),
+          ("empty", "no histograms", v[:0], None), ("dtype", "complex", v + 1j, None),
+          ("type", "a string", "histograms", None)]
+
+
 def _int_option(v):
   return [("option", "zero", 0, None), ("option", "negative", -3, None),
           ("option", "a float", v + 0.5, None), ("type", "a string", str(v), None),
@@ -240,7 +250,8 @@ def _int_option(v):
 MUTATIONS = {"points": _points, "points2": _second_points, "weights": _weights,
              "positive": _positive, "labels": _labels, "key": _key, "covariance": _covariance,
              "vector": _vector, "matrix": _matrix, "cost_matrix": _cost_matrix,
-             "int": _int_option, "images": _images, "populations": _populations}
+             "int": _int_option, "images": _images, "populations": _populations,
+             "histograms": _histograms}
 
 
 def cells(entry: Entry) -> list[Cell]:
@@ -766,6 +777,15 @@ def entries() -> list[Entry]:
             dict(key=key, x=X, y=Y, a=A, b=B, n_starts=2, n_steps=5),
             common_points | {"key": "key", "n_starts": "int", "n_steps": "int"},
             legit={"n_steps: zero": None}),
+      Entry("barycenter", lambda geoms_or_support, weights_list, lambdas, epsilon, debiased: otkit.barycenter(
+          geoms_or_support, weights_list, lambdas=lambdas, epsilon=epsilon, debiased=debiased),
+            dict(geoms_or_support=X, weights_list=np.stack([A, A[::-1]]), lambdas=np.array([0.4, 0.6]),
+                 epsilon=0.5, debiased=False),
+            {"geoms_or_support": "points", "weights_list": "histograms", "lambdas": "weights",
+             "epsilon": "positive"},
+            options=(("debiased", "yes"),),
+            extra=(("weights", "lambdas not summing to 1", {"lambdas": np.array([0.4, 0.4])}, ("lambdas",)),
+                   ("dims", "support of another size", {"geoms_or_support": X[:-1]}, ("weights_list",)))),
       Entry("sinkhorn_divergence", lambda x, y, a, b, epsilon, tau_a, tau_b, solver: otkit.sinkhorn_divergence(
           x, y, a, b, epsilon=epsilon, tau_a=tau_a, tau_b=tau_b, solver=solver),
             dict(x=X, y=Y, a=A, b=B, epsilon=0.5, tau_a=1.0, tau_b=1.0, solver=None),

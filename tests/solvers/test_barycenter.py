@@ -1,0 +1,136 @@
+"""Fixed-support barycenters against POT (``ot.bregman.barycenter``, ``barycenter_debiased``,
+the plans of ``ot.sinkhorn``) and finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+
+import helpers
+import otkit
+
+N = 40
+GRID = np.linspace(0.0, 1.0, N)[:, None]
+LAMBDAS = np.array([0.2, 0.3, 0.5])
+TIGHT = otkit.Sinkhorn(tol=1e-12, max_iters=20000)
+
+
+def _bump(mean, width, floor=1e-3):
+  h = np.exp(-((GRID[:, 0] - mean) / width) ** 2) + floor
+  return h / h.sum()
+
+
+HISTS = np.stack([_bump(0.2, 0.05), _bump(0.5, 0.1), _bump(0.8, 0.04)])
+COST = (GRID - GRID.T) ** 2
+
+
+def _entropic_value(a, b, epsilon):
+  """``⟨C, P⟩ + ε KL(P ‖ a⊗b)`` of POT's log-domain plan."""
+  plan = ot.sinkhorn(a, b, COST, epsilon, method="sinkhorn_log", stopThr=1e-13,
+                     numItermax=100000)
+  ab = np.outer(a, b)
+  return np.sum(COST * plan) + epsilon * np.sum(plan * np.log(plan / ab) - plan + ab)
+
+
+def test_matches_pot_on_points_and_on_a_cost_matrix():
+  eps = 0.01
+  ref = ot.bregman.barycenter(HISTS.T, COST, eps, weights=LAMBDAS, method="sinkhorn_log",
+                              numItermax=100000, stopThr=1e-14)
+  out = otkit.barycenter(GRID, HISTS, lambdas=LAMBDAS, epsilon=eps, solver=TIGHT)
+  assert bool(out.converged) and out.weights.shape == (N,) and out.f.shape == (3, N)
+  np.testing.assert_allclose(out.weights, ref, rtol=0, atol=1e-10)
+  expected = sum(l * _entropic_value(ref, b, eps) for l, b in zip(LAMBDAS, HISTS))
+  np.testing.assert_allclose(out.value, expected, rtol=1e-8)
+  # The potentials are those of otkit.solve: the plans have the right marginals.
+  for k in range(3):
+    plan = helpers.plan(COST, np.asarray(out.weights), HISTS[k], np.asarray(out.f[k]),
+                        np.asarray(out.g[k]), eps)
+    np.testing.assert_allclose(plan.sum(1), ref, atol=1e-10)
+    np.testing.assert_allclose(plan.sum(0), HISTS[k], atol=1e-10)
+  dense = otkit.barycenter(otkit.CostMatrix(COST), HISTS, lambdas=LAMBDAS, epsilon=eps,
+                           solver=TIGHT)
+  np.testing.assert_allclose(dense.weights, ref, rtol=0, atol=1e-10)
+
+
+def test_measures_on_their_own_supports():
+  """Each measure on a permuted copy of the grid: the same barycenter as POT's."""
+  rng = np.random.default_rng(0)
+  perms = [rng.permutation(N) for _ in range(3)]
+  geoms = [otkit.PointCloud(GRID, GRID[p]) for p in perms]
+  hists = np.stack([h[p] for h, p in zip(HISTS, perms)])
+  out = otkit.barycenter(geoms, hists, lambdas=LAMBDAS, epsilon=0.01, solver=TIGHT)
+  ref = ot.bregman.barycenter(HISTS.T, COST, 0.01, weights=LAMBDAS, method="sinkhorn_log",
+                              numItermax=100000, stopThr=1e-14)
+  np.testing.assert_allclose(out.weights, ref, rtol=0, atol=1e-10)
+
+
+def test_debiased_runs_pots_iteration():
+  """The debiased iteration converges slowly (a deconvolution); sweep for sweep it is POT's:
+  ``n`` sweeps and the barycenter of the final state are POT's ``n + 1`` iterations."""
+  eps = 0.01
+  ref = ot.bregman.barycenter_debiased(HISTS.T, COST, eps, weights=LAMBDAS,
+                                       method="sinkhorn_log", numItermax=300, stopThr=0.0,
+                                       warn=False)
+  out = otkit.barycenter(GRID, HISTS, lambdas=LAMBDAS, epsilon=eps, debiased=True,
+                         solver=otkit.Sinkhorn(tol=1e-30, max_iters=299))
+  assert int(out.n_iters) == 299 and not bool(out.converged)
+  np.testing.assert_allclose(out.weights, ref, rtol=0, atol=1e-10)
+  # Debiasing removes the blur: the debiased barycenter is sharper (less entropy).
+  plain = otkit.barycenter(GRID, HISTS, lambdas=LAMBDAS, epsilon=eps, solver=TIGHT)
+  entropy = lambda w: -float(jnp.sum(w * jnp.log(w)))  # noqa: E731
+  assert entropy(out.weights) < entropy(plain.weights)
+
+
+def test_gradients_match_finite_differences():
+  w = np.random.default_rng(0).normal(size=N)
+
+  def loss(hists, lambdas):
+    out = otkit.barycenter(GRID, hists, lambdas=lambdas, epsilon=0.01, solver=TIGHT)
+    return jnp.dot(out.weights, w) + out.value
+
+  g_hists, g_lambdas = jax.jit(jax.grad(loss, argnums=(0, 1)))(HISTS, LAMBDAS)
+  rng = np.random.default_rng(1)
+  d_hists = rng.normal(size=HISTS.shape) * HISTS  # relative moves, masses kept equal
+  d_hists -= HISTS * d_hists.sum(1, keepdims=True)
+  d_lambdas = rng.normal(size=3)
+  d_lambdas -= d_lambdas.mean()
+  helpers.assert_gradient_along(g_hists, lambda t: loss(t, LAMBDAS), HISTS, d_hists, rtol=1e-6)
+  helpers.assert_gradient_along(g_lambdas, lambda t: loss(HISTS, t), LAMBDAS, d_lambdas,
+                                rtol=1e-6)
+
+
+def test_jit_vmap_and_float32():
+  hists = HISTS.astype(np.float32)
+  batch = np.stack([hists, hists[::-1]])
+  fn = jax.jit(jax.vmap(lambda h: otkit.barycenter(GRID.astype(np.float32), h, epsilon=0.01,
+                                                   solver=otkit.Sinkhorn(tol=1e-5))))
+  out = fn(batch)
+  assert out.weights.dtype == np.float32 and out.weights.shape == (2, N)
+  assert bool(jnp.all(out.converged))
+  ref = ot.bregman.barycenter(HISTS.T, COST, 0.01, method="sinkhorn_log", numItermax=100000,
+                              stopThr=1e-14)
+  np.testing.assert_allclose(out.weights[0], ref, atol=1e-5)
+  np.testing.assert_allclose(out.weights[1], ref, atol=1e-5)  # uniform λ: order is irrelevant
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weights_list=np.ones((3, N + 1)) / (N + 1)), "`weights_list`"),
+    (dict(weights_list=HISTS[0]), "`weights_list`"),
+    (dict(weights_list=np.where(np.arange(N) == 3, np.nan, HISTS)), "`weights_list`"),
+    (dict(weights_list=HISTS - 0.05), "negative"),
+    (dict(weights_list=HISTS * np.array([[1.0], [1.0], [2.0]])), "masses"),
+    (dict(lambdas=np.array([0.5, 0.7, -0.2])), "`lambdas`"),
+    (dict(lambdas=np.array([0.2, 0.2, 0.2])), "sum to 1"),
+    (dict(lambdas=np.array([0.5, 0.5])), "`lambdas`"),
+    (dict(epsilon=0.0), "`epsilon`"),
+    (dict(geoms_or_support=np.full((N, 1), np.nan)), "`geoms_or_support`"),
+    (dict(geoms_or_support=otkit.CostMatrix(np.ones((N, N + 1)))), "`weights_list`"),
+    (dict(geoms_or_support=otkit.CostMatrix(np.ones((N + 1, N))), debiased=True), "square"),
+    (dict(solver=otkit.SinkhornNewton()), "`solver`"),
+])
+def test_bad_inputs(kwargs, match):
+  args = dict(geoms_or_support=GRID, weights_list=HISTS, epsilon=0.01)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    otkit.barycenter(**args)
