@@ -315,12 +315,12 @@ def ot_1d(u, v, a=None, b=None, *, p=2, sort_impl="auto") -> OT1DOutput:
     Hoffman, "On simple linear programming problems", 1963.
 
   Example:
-    >>> import jax.numpy as jnp, otkit
+    >>> import jax.numpy as jnp, numpy as np, otkit
     >>> out = otkit.ot_1d(jnp.array([0.0, 1.0, 3.0]), jnp.array([0.5, 2.0]),
     ...                   jnp.array([0.2, 0.3, 0.5]), p=2)
     >>> float(out.value)
     0.625
-    >>> out.plan.round(2).tolist()
+    >>> np.asarray(out.plan, np.float64).round(2).tolist()
     [[0.2, 0.0], [0.3, 0.0], [0.0, 0.5]]
     >>> float(jnp.sum(out.f * jnp.array([0.2, 0.3, 0.5])) + jnp.sum(out.g * 0.5))
     0.625
