@@ -191,6 +191,15 @@ def common_dtype(*arrays: Any):
   return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
 
 
+def is_key(x) -> bool:
+  """Whether ``x`` is a single PRNG key (typed, or a raw ``uint32[2]`` one)."""
+  dtype, shape = getattr(x, "dtype", None), getattr(x, "shape", None)
+  if dtype is None:
+    return False
+  typed = jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+  return typed or (dtype == jnp.uint32 and shape == (2,))
+
+
 def check_key(key) -> Array:
   """A PRNG key (typed, from ``jax.random.key``, or a raw ``uint32[2]`` one)."""
   if key is None:

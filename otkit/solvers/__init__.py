@@ -2,12 +2,14 @@
 
 from otkit.solvers._assignment import AssignmentOutput, assignment
 from otkit.solvers._barycenter import BarycenterOutput, barycenter
+from otkit.solvers._free_barycenter import FreeBarycenterOutput, free_support_barycenter
 from otkit.solvers._output import Result, SinkhornOutput, check, combine_results
 from otkit.solvers._plan import apply_plan, transport_cost, transport_plan
 from otkit.solvers._solve import sinkhorn, sinkhorn_newton, solve
 from otkit.solvers._solver import Sinkhorn, SinkhornNewton
 
-__all__ = ["AssignmentOutput", "BarycenterOutput", "assignment", "barycenter",
+__all__ = ["AssignmentOutput", "BarycenterOutput", "FreeBarycenterOutput", "assignment",
+           "barycenter", "free_support_barycenter",
            "Result", "Sinkhorn", "SinkhornNewton", "SinkhornOutput", "apply_plan", "check",
            "combine_results", "sinkhorn", "sinkhorn_newton", "solve", "transport_cost",
            "transport_plan"]

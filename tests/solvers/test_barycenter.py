@@ -134,3 +134,94 @@ def test_bad_inputs(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     otkit.barycenter(**args)
+
+
+# ----------------------------------------------------------------------------- free support
+
+
+def _exact_cost(points, clouds, weights, lambdas):
+  """``Σ_k λ_k W₂²`` between uniform ``points`` and each weighted cloud, by POT's exact EMD."""
+  points = np.asarray(points, np.float64)
+  a = np.full(len(points), 1 / len(points))
+  return sum(l * ot.emd2(a, w, ot.dist(points, y)) for l, y, w in zip(lambdas, clouds, weights))
+
+
+def _clouds(seed, k=3, m=20):
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.normal(size=(m, 2)) * (1 + i) + 3 * i for i in range(k)]), rng
+
+
+def test_free_support_exact_is_pots_iteration():
+  ys, rng = _clouds(0)
+  x0 = rng.normal(size=(20, 2))
+  out = otkit.free_support_barycenter(x0, ys, n_points=20, lambdas=LAMBDAS)
+  ref = ot.lp.free_support_barycenter(list(ys), [np.full(20, 0.05)] * 3, x0, weights=LAMBDAS,
+                                      numItermax=100, stopThr=1e-7)
+  assert bool(out.converged)
+  uniform = [np.full(20, 0.05)] * 3
+  expected = _exact_cost(ref, ys, uniform, LAMBDAS)
+  np.testing.assert_allclose(_exact_cost(out.points, ys, uniform, LAMBDAS), expected, rtol=1e-12)
+  np.testing.assert_allclose(out.cost, expected, rtol=1e-12)
+  costs = np.asarray(out.costs)[: int(out.n_iters) + 1]
+  assert np.all(np.diff(costs) <= 1e-12 * costs[0])  # never increases
+
+
+def test_free_support_on_digits():
+  """Three bundled images of a 3, each as 32 points drawn from its ink, and a barycenter of 32
+  points from the same start as POT's."""
+  from sklearn.datasets import load_digits
+
+  digits = load_digits()
+  images = digits.images[digits.target == 3][:3]
+  rng = np.random.default_rng(0)
+  grid = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0), indexing="ij"), -1).reshape(-1, 2)
+  clouds = np.stack([grid[rng.choice(64, 32, p=im.ravel() / im.sum())] + rng.uniform(-0.5, 0.5, (32, 2))
+                     for im in images])
+  x0 = clouds[0] + rng.normal(scale=0.1, size=(32, 2))
+  out = otkit.free_support_barycenter(x0, clouds, n_points=32)
+  ref = ot.lp.free_support_barycenter(list(clouds), [np.full(32, 1 / 32)] * 3, x0,
+                                      numItermax=100, stopThr=1e-7)
+  uniform, thirds = [np.full(32, 1 / 32)] * 3, np.full(3, 1 / 3)
+  assert _exact_cost(out.points, clouds, uniform, thirds) <= (
+      _exact_cost(ref, clouds, uniform, thirds) * (1 + 1e-12))
+
+
+def test_free_support_entropic_with_sizes_and_weights():
+  rng = np.random.default_rng(1)
+  clouds = [rng.normal(size=(15, 2)), rng.normal(size=(25, 2)) + 2.0]
+  weights = [w / w.sum() for w in (rng.uniform(0.5, 1, 15), rng.uniform(0.5, 1, 25))]
+  x0 = rng.normal(size=(10, 2)) + 1.0
+  out = otkit.free_support_barycenter(x0, clouds, weights, n_points=10, epsilon=1e-3,
+                                      solver=otkit.Sinkhorn(tol=1e-6))
+  ref = ot.lp.free_support_barycenter(clouds, weights, x0, numItermax=100, stopThr=1e-7)
+  halves = np.full(2, 0.5)
+  assert _exact_cost(out.points, clouds, weights, halves) <= (
+      _exact_cost(ref, clouds, weights, halves) * (1 + 1e-3))
+
+
+def test_free_support_from_a_key_under_jit():
+  ys, _ = _clouds(2, m=12)
+  fn = jax.jit(lambda key, ys: otkit.free_support_barycenter(key, ys, n_points=12).points)
+  points = fn(jax.random.key(0), ys)
+  assert points.shape == (12, 2) and bool(jnp.all(jnp.isfinite(points)))
+  # The mean of a barycenter is the λ-average of the means.
+  np.testing.assert_allclose(points.mean(0), ys.mean(1).mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(xs=np.zeros((3, 20))), "`xs`"),
+    (dict(xs=[np.zeros((4, 2)), np.zeros((5, 3))]), "dimension"),
+    (dict(n_points=10), "`n_points`"),
+    (dict(key_or_init=np.zeros((5, 2))), "`key_or_init`"),
+    (dict(lambdas=np.array([0.5, 0.6, -0.1])), "`lambdas`"),
+    (dict(weights=np.full((3, 20), 0.05) * np.array([[1.0], [1.0], [2.0]])), "total weights"),
+    (dict(epsilon=-1.0), "`epsilon`"),
+    (dict(solver=otkit.Sinkhorn()), "`solver`"),
+    (dict(n_iters=0), "`n_iters`"),
+])
+def test_free_support_bad_inputs(kwargs, match):
+  ys, rng = _clouds(3)
+  args = dict(key_or_init=rng.normal(size=(20, 2)), xs=ys, n_points=20)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    otkit.free_support_barycenter(**args)
