@@ -20,6 +20,8 @@ The debiased barycenter (Janati et al. 2020) removes the entropic blur: it minim
 symmetric geometry (the support with itself); ``c`` takes ``DEBIAS_STEPS`` averaged symmetric
 steps per sweep.
 
+Small ε are reached along the ε-annealing schedule of :func:`otkit.solve` (the solver object's
+``anneal`` and ``anneal_decay``), which the sweeps follow from the largest cost down to ε.
 Each sweep is two row reductions per measure through :mod:`otkit.geometry._reductions`, so a
 point-cloud support is never stored as an ``n × n`` matrix. The sweep ``T`` maps the state
 ``(F, c)`` to the next one and contracts; derivatives are taken at its fixed point by the
@@ -46,12 +48,15 @@ import numpy as np
 from otkit import _validation as V
 from otkit.geometry import PointCloud
 from otkit.geometry import _reductions as R
+from otkit.solvers import _dual, _sinkhorn
 from otkit.solvers._dual import safe_log
 from otkit.solvers._output import Result, result_code
+from otkit.solvers._sinkhorn import Schedule
 from otkit.solvers._solver import Sinkhorn, check_solver
 
 Array = jax.Array
 DEBIAS_STEPS = 10  # averaged symmetric steps of the debiasing potential per sweep (as POT)
+DEFAULT_SOLVER = Sinkhorn(tol=1e-6, max_iters=10000, anneal=True)
 
 
 @jax.tree_util.register_dataclass
@@ -126,10 +131,9 @@ def _column_scalings(geom, F: Array, b: Array, eps: Array) -> Array:
   return eps * (safe_log(b) - R.lse_rows(geom.transpose(), F / eps, eps))
 
 
-def _marginals(config: Config, state: State, p: Params) -> tuple[Array, Array]:
+def _marginals(config: Config, state: State, p: Params, eps: Array) -> tuple[Array, Array]:
   """``ℓ_k = LSE_j((G_k,j − C_ij) / ε)`` ``(k, n)`` after the column projections (the row
   marginals are ``exp(F_k / ε + ℓ_k)``), and ``log a = Σ_k λ_k ℓ_k + c`` ``(n,)``."""
-  eps = p.epsilon
 
   def rows(geom, F, b):
     return R.lse_rows(geom, _column_scalings(geom, F, b, eps) / eps, eps)
@@ -144,56 +148,61 @@ def _debias_step(geom, c: Array, log_a: Array, eps: Array) -> Array:
   return 0.5 * (c + log_a - R.lse_rows(geom, c, eps))
 
 
-def sweep(config: Config, state: State, p: Params) -> tuple[State, Array]:
-  """One projection sweep ``T``; returns the new state and the error of ``state``."""
-  ell, log_a = _marginals(config, state, p)
-  F = p.epsilon * (log_a[None, :] - ell)
-  rows = jnp.exp(state.F / p.epsilon + ell)
+def sweep(config: Config, state: State, p: Params, eps: Array) -> tuple[State, Array]:
+  """One projection sweep ``T`` at ``eps`` (``p.epsilon`` once any annealing is over); returns
+  the new state and the error of ``state``."""
+  ell, log_a = _marginals(config, state, p, eps)
+  F = eps * (log_a[None, :] - ell)
+  rows = jnp.exp(state.F / eps + ell)
   error = jnp.sum(p.lambdas * jnp.sum(jnp.abs(rows - jnp.exp(log_a)[None, :]), axis=1))
   c = state.c
   if config.debiased:
-    residual = jnp.exp(c + R.lse_rows(p.geom, c, p.epsilon)) - jnp.exp(log_a)
+    residual = jnp.exp(c + R.lse_rows(p.geom, c, eps)) - jnp.exp(log_a)
     error = error + jnp.sum(jnp.abs(residual))
-    c = jax.lax.fori_loop(0, DEBIAS_STEPS,
-                          lambda _, c: _debias_step(p.geom, c, log_a, p.epsilon), c)
+    c = jax.lax.fori_loop(0, DEBIAS_STEPS, lambda _, c: _debias_step(p.geom, c, log_a, eps), c)
   return State(F, c), error
 
 
-def _iterate(config: Config, p: Params, tol: Array, init: State):
-  """Sweeps until the error is at most ``tol`` (or ``max_iters``, or a non-finite state)."""
+def _iterate(config: Config, p: Params, controls, init: State):
+  """Sweeps along the ε schedule until the error at the target ε is at most ``tol`` (or
+  ``max_iters``, or a non-finite state). ``controls = (tol, ε_start, decay)``."""
+  tol, start, decay = controls
+  schedule = Schedule(p.epsilon, start, decay)
 
   def body(carry):
     state, _, it, _ = carry
-    new, error = sweep(config, state, p)
+    new, error = sweep(config, state, p, schedule(it))
     finite = jnp.isfinite(error) & jnp.all(jnp.isfinite(new.F)) & jnp.all(jnp.isfinite(new.c))
     state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     return state, error, it + 1, ~finite
 
   def cond(carry):
     _, error, it, failed = carry
-    return (error > tol) & (it < config.max_iters) & ~failed
+    done = schedule.at_target(it - 1) & (error <= tol)
+    return ~done & (it < config.max_iters) & ~failed
 
   inf = jnp.full((), jnp.inf, init.F.dtype)
   return jax.lax.while_loop(cond, body, (init, inf, jnp.zeros((), jnp.int32), jnp.asarray(False)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def fixed_point(config: Config, p: Params, tol: Array, init: State):
+def fixed_point(config: Config, p: Params, controls, init: State):
   """The fixed point of :func:`sweep` with the loop's diagnostics ``(error, n_iters, failed)``."""
-  return _iterate(config, p, tol, init)
+  return _iterate(config, p, controls, init)
 
 
-def _fixed_point_fwd(config, p, tol, init):
-  out = _iterate(config, p, tol, init)
-  return out, (out[0], p, tol)
+def _fixed_point_fwd(config, p, controls, init):
+  out = _iterate(config, p, controls, init)
+  return out, (out[0], p, controls)
 
 
 def _fixed_point_bwd(config, residuals, cotangents):
   """Adjoint of the fixed point: ``w = w̄ + (∂T/∂state)ᵀ w`` by the same contraction, then
   ``(∂T/∂p)ᵀ w``."""
-  state, p, tol = residuals
+  state, p, controls = residuals
+  tol = controls[0]
   w_bar = cotangents[0]
-  _, vjp = jax.vjp(lambda s, q: sweep(config, s, q)[0], state, p)
+  _, vjp = jax.vjp(lambda s, q: sweep(config, s, q, q.epsilon)[0], state, p)
   scale = sum(jnp.sum(jnp.abs(t)) for t in jax.tree.leaves(w_bar)) + 1.0
 
   def body(carry):
@@ -209,7 +218,7 @@ def _fixed_point_bwd(config, residuals, cotangents):
   w, _, _ = jax.lax.while_loop(cond, body, (w_bar, jnp.full((), jnp.inf, tol.dtype),
                                             jnp.zeros((), jnp.int32)))
   p_bar = vjp(w)[1]
-  return p_bar, jnp.zeros_like(tol), jax.tree.map(jnp.zeros_like, state)
+  return p_bar, jax.tree.map(jnp.zeros_like, controls), jax.tree.map(jnp.zeros_like, state)
 
 
 fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
@@ -220,7 +229,7 @@ def _output(config: Config, p: Params, state: State, error: Array, n_iters: Arra
   """The barycenter, the potentials in :func:`otkit.solve`'s convention and the value, from the
   fixed point (differentiable through ``state`` and ``p``)."""
   eps = p.epsilon
-  _, log_a = _marginals(config, state, p)
+  _, log_a = _marginals(config, state, p, eps)
   weights = jnp.exp(log_a)
 
   def potentials(geom, F):  # g: the c-transform of F (finite where b_k = 0 too)
@@ -237,10 +246,23 @@ def _output(config: Config, p: Params, state: State, error: Array, n_iters: Arra
                           result=result_code(converged, failed, jnp.asarray(False)))
 
 
+def anneal_start(config: Config, p: Params, anneal) -> Array:
+  """``ε_0`` of the schedule, as :func:`otkit.solve` picks it (the largest cost; with
+  ``"auto"`` only when ``ε`` is small against the mean cost), on the first measure's geometry."""
+  geom = jax.tree.map(lambda leaf: leaf[0], p.geom) if config.stacked else p.geom
+  a = jnp.full((geom.shape[0],), 1.0 / geom.shape[0], p.b.dtype)
+  problem = _dual.Problem(geom, a, p.b[0], p.epsilon, jnp.ones_like(p.epsilon),
+                          jnp.ones_like(p.epsilon))
+  return _sinkhorn.anneal_start(problem, anneal)
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
-def solve_barycenter(p: Params, tol: Array, init: State, config: Config) -> BarycenterOutput:
+def solve_barycenter(p: Params, tol: Array, init: State, config: Config,
+                     solver: Sinkhorn) -> BarycenterOutput:
   """The jitted barycenter of validated inputs, from the state ``init``."""
-  state, error, n_iters, failed = fixed_point(config, p, tol, init)
+  controls = (tol, anneal_start(config, p, solver.anneal),
+              jnp.asarray(solver.anneal_decay, p.b.dtype))
+  state, error, n_iters, failed = fixed_point(config, p, controls, init)
   return _output(config, p, state, error, n_iters, failed, tol)
 
 
@@ -335,8 +357,11 @@ def barycenter(geoms_or_support, weights_list, *, lambdas=None, epsilon, debiase
     debiased: static; the debiased barycenter of Janati et al. (2020).
     cost_fn, chunk_size: for a support of points, as in :class:`otkit.PointCloud`.
     solver: an :class:`otkit.Sinkhorn` object; its ``tol`` bounds the L1 error of the common
-      marginal (see :class:`BarycenterOutput`) and ``max_iters`` caps the sweeps (default
-      ``Sinkhorn(tol=1e-6, max_iters=10000)``).
+      marginal (see :class:`BarycenterOutput`), ``max_iters`` caps the sweeps, and ``anneal``,
+      ``anneal_decay`` set the ε schedule as for :func:`otkit.solve` (``"auto"``: from the
+      largest cost down to ε when ε is small against the mean cost); default
+      ``Sinkhorn(tol=1e-6, max_iters=10000, anneal=True)``: annealing saves a third to a half of
+      the sweeps even at moderate ε (``benchmarks/barycenter.py``).
 
   Returns:
     :class:`BarycenterOutput` with ``weights (n,)``, ``value``, potentials ``f (k, n)``,
@@ -367,11 +392,11 @@ def barycenter(geoms_or_support, weights_list, *, lambdas=None, epsilon, debiase
   if debiased and (stacked or n != m):
     raise ValueError("`debiased=True` needs one square geometry (the support with itself): the "
                      "correction solves OT between the barycenter and itself.")
-  solver = Sinkhorn(tol=1e-6, max_iters=10000) if solver is None else check_solver(solver)
+  solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
   if not isinstance(solver, Sinkhorn):
     raise ValueError("`solver` must be an otkit.Sinkhorn object: the barycenter iterates "
                      "Bregman projections (its tol and max_iters apply).")
   config = Config(stacked=stacked, debiased=debiased, max_iters=solver.max_iters)
   init = State(jnp.zeros((b.shape[0], n), dtype), jnp.zeros((n,), dtype))
   return solve_barycenter(Params(geom, b.astype(dtype), lam, eps), solver.tol_for(dtype), init,
-                          config)
+                          config, solver)
