@@ -113,8 +113,10 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=
   (generalised KL; ``τ = 1``: hard marginal). All three problems use the same ``τ_a, τ_b``.
   Balanced (``τ = 1``), ``S_ε`` is non-negative, zero iff ``μ = ν``, and interpolates between
   OT (ε → 0) and an MMD (ε → ∞). Unbalanced (``τ_a = τ_b < 1``, measures of any masses), the
-  mass term of Séjourné et al. keeps it non-negative and zero at ``μ = ν``; it is ott-jax's
-  ``sinkdiv`` with ``solve_kwargs=dict(tau_a=τ_a, tau_b=τ_b)``. The symmetric problems are
+  mass term of Séjourné et al. keeps it non-negative and zero at ``μ = ν``. The entropy is
+  relative to ``a⊗b`` (POT's ``reg_type="kl"``); ott-jax's unbalanced solver takes it relative
+  to the counting measure, so ott-jax's ``sinkdiv`` agrees with this one when every atom has
+  unit weight and differs otherwise. The symmetric problems are
   solved with the averaged symmetric update when ``τ_a = τ_b`` is known before tracing. All
   three run online (no n×m matrix) for point clouds.
 

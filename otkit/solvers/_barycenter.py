@@ -69,8 +69,7 @@ class BarycenterOutput:
     value: ``Σ_k λ_k OT_ε(weights, b_k)`` (the regularised values, dual form).
     f: ``(k, n)`` potentials of the ``k`` problems on the barycenter's side, and
     g: ``(k, m)`` on the measures' side, in the convention of :func:`otkit.solve`
-      (``P_k = a_i b_kj exp((f_ki + g_kj − C_ij) / ε)``), so ``otkit.transport_plan`` of problem
-      ``k`` is available from ``(f[k], g[k])``.
+      (the plan of problem ``k`` is ``P_k = a_i b_kj exp((f_ki + g_kj − C_ij) / ε)``).
     error: the L1 violation ``Σ_k λ_k ‖P_k 1 − a‖₁`` of the common marginal (plus, debiased,
       that of the correction's equation) at the last sweep.
     n_iters: sweeps run.
@@ -361,7 +360,8 @@ def barycenter(geoms_or_support, weights_list, *, lambdas=None, epsilon, debiase
       ``anneal_decay`` set the ε schedule as for :func:`otkit.solve` (``"auto"``: from the
       largest cost down to ε when ε is small against the mean cost); default
       ``Sinkhorn(tol=1e-6, max_iters=10000, anneal=True)``: annealing saves a third to a half of
-      the sweeps even at moderate ε (``benchmarks/barycenter.py``).
+      the sweeps even at moderate ε (``benchmarks/barycenter.py``). Derivatives are always
+      implicit (its ``grad_mode`` and ``fixed_iters`` do not apply).
 
   Returns:
     :class:`BarycenterOutput` with ``weights (n,)``, ``value``, potentials ``f (k, n)``,

@@ -69,7 +69,6 @@ class FreeBarycenterOutput:
 class Config:
   exact: bool
   n_iters: int
-  solver: object
 
 
 def _exact_step(x: Array, y: Array) -> tuple[Array, Array, Array]:
@@ -80,17 +79,17 @@ def _exact_step(x: Array, y: Array) -> tuple[Array, Array, Array]:
   return y[out.perm], out.cost / x.shape[0], out.result
 
 
-def _entropic_step(config: Config, x, y, b, epsilon, init):
+def _entropic_step(solver, x, y, b, epsilon, init):
   """Barycentric projection, ``⟨C, P⟩``, result and potentials of the entropic plan."""
   geom = PointCloud(x, y)
   a = jnp.full(x.shape[:1], 1.0 / x.shape[0], x.dtype)
   out = _solve.solve_validated(_dual.Problem(geom, a, b, epsilon, jnp.ones((), x.dtype),
-                                             jnp.ones((), x.dtype)), config.solver, init)
+                                             jnp.ones((), x.dtype)), solver, init)
   projection = apply_plan(geom, out, y) / a[:, None]
   return projection, transport_cost(geom, out), out.result, (out.f, out.g)
 
 
-def _plans(config: Config, x, ys, bs, lambdas, epsilon, potentials=None):
+def _plans(config: Config, solver, x, ys, bs, lambdas, epsilon, potentials=None):
   """The λ-averaged projection ``(N, d)``, the cost, the worst result and the potentials of the
   plans from ``x``; entropic plans start from ``potentials`` (``None``: a cold, annealed
   solve)."""
@@ -98,19 +97,19 @@ def _plans(config: Config, x, ys, bs, lambdas, epsilon, potentials=None):
     proj, costs, results = jax.lax.map(lambda y: _exact_step(x, y), ys)
   elif potentials is None:
     proj, costs, results, potentials = jax.lax.map(
-        lambda args: _entropic_step(config, x, *args, epsilon, None), (ys, bs))
+        lambda args: _entropic_step(solver, x, *args, epsilon, None), (ys, bs))
   else:
     proj, costs, results, potentials = jax.lax.map(
-        lambda args: _entropic_step(config, x, args[0], args[1], epsilon, args[2]),
+        lambda args: _entropic_step(solver, x, args[0], args[1], epsilon, args[2]),
         (ys, bs, potentials))
   average = jnp.tensordot(lambdas, proj, axes=1)
   return average, jnp.sum(lambdas * costs), combine_results(*results), potentials
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def solve_free(x0, ys, bs, lambdas, epsilon, tol, config: Config) -> FreeBarycenterOutput:
+def solve_free(x0, ys, bs, lambdas, epsilon, tol, solver, config: Config) -> FreeBarycenterOutput:
   """The jitted iteration from the validated initial points ``x0 (N, d)``."""
-  plans = functools.partial(_plans, config, ys=ys, bs=bs, lambdas=lambdas, epsilon=epsilon)
+  plans = functools.partial(_plans, config, solver, ys=ys, bs=bs, lambdas=lambdas, epsilon=epsilon)
   target, cost, result, pots = plans(x0)
   costs = jnp.full((config.n_iters + 1,), jnp.nan, x0.dtype)
 
@@ -269,5 +268,5 @@ def free_support_barycenter(key_or_init, xs, weights=None, *, n_points, lambdas=
     eps = V.check_positive("epsilon", epsilon, dtype)
     solver = check_solver(solver)
   x0 = _initial_points(key_or_init, ys, bs, lam, n_points)
-  return solve_free(x0.astype(dtype), ys, bs, lam, eps, tol,
-                    Config(exact=exact, n_iters=n_iters, solver=solver))
+  return solve_free(x0.astype(dtype), ys, bs, lam, eps, tol, solver,
+                    Config(exact=exact, n_iters=n_iters))
