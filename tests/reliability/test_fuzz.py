@@ -154,6 +154,8 @@ def test_1d_ot_matches_pot_with_ties_and_zero_weights(sizes, p, seed, scale_exp)
   size = (2 * max(np.abs(u).max(), np.abs(v).max(), 1e-300)) ** p
   tol = 64 * np.finfo(float).eps * (n + m) * size
   assert abs(ours - ref) <= tol
+  if (n, m) != (6, 4):  # ot_1d at one shape: its compilations are shared by every example
+    return
   # ot_1d: the same value, a plan with the right marginals, and potentials that certify it.
   out = otkit.ot_1d(u, v, a, b, p=p)
   plan, f, g = np.asarray(out.plan), np.asarray(out.f), np.asarray(out.g)
