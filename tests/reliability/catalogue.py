@@ -786,10 +786,12 @@ def entries() -> list[Entry]:
             options=(("debiased", "yes"),),
             extra=(("weights", "lambdas not summing to 1", {"lambdas": np.array([0.4, 0.4])}, ("lambdas",)),
                    ("dims", "support of another size", {"geoms_or_support": X[:-1]}, ("weights_list",)))),
-      Entry("free_support_barycenter", lambda key_or_init, xs, n_points, epsilon, n_iters: otkit.free_support_barycenter(
-          key_or_init, xs, n_points=n_points, epsilon=epsilon, n_iters=n_iters),
-            dict(key_or_init=X[:3], xs=np.stack([X[:3], Y[:3] + 1.0]), n_points=3, epsilon=None, n_iters=5),
-            {"key_or_init": "points", "xs": "populations", "n_points": "int", "n_iters": "int"},
+      Entry("free_support_barycenter", lambda key_or_init, xs, lambdas, n_points, epsilon, n_iters: otkit.free_support_barycenter(
+          key_or_init, xs, lambdas=lambdas, n_points=n_points, epsilon=epsilon, n_iters=n_iters),
+            dict(key_or_init=X[:3], xs=np.stack([X[:3], Y[:3] + 1.0]), lambdas=np.array([0.3, 0.7]), n_points=3,
+                 epsilon=None, n_iters=5),
+            {"key_or_init": "points", "xs": "populations", "lambdas": "weights", "n_points": "int",
+             "n_iters": "int"},
             options=(("epsilon", 0.0), ("epsilon", np.nan)),
             extra=(("dims", "more atoms than n_points (exact)", {"xs": np.stack([X[:4], Y[:4]])}, ("n_points",)),)),
       Entry("sinkhorn_divergence", lambda x, y, a, b, epsilon, tau_a, tau_b, solver: otkit.sinkhorn_divergence(
