@@ -83,13 +83,15 @@ def test_debiased_runs_pots_iteration():
 
 
 def test_gradients_match_finite_differences():
+  """In the histograms, λ, the support points and ε (one compiled gradient)."""
   w = np.random.default_rng(0).normal(size=N)
 
-  def loss(hists, lambdas):
-    out = otkit.barycenter(GRID, hists, lambdas=lambdas, epsilon=0.01, solver=TIGHT)
+  def loss(hists, lambdas, support=GRID, epsilon=0.01):
+    out = otkit.barycenter(support, hists, lambdas=lambdas, epsilon=epsilon, solver=TIGHT)
     return jnp.dot(out.weights, w) + out.value
 
-  g_hists, g_lambdas = jax.jit(jax.grad(loss, argnums=(0, 1)))(HISTS, LAMBDAS)
+  g_hists, g_lambdas, g_support, g_eps = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(
+      HISTS, LAMBDAS, GRID, 0.01)
   rng = np.random.default_rng(1)
   d_hists = rng.normal(size=HISTS.shape) * HISTS  # relative moves, masses kept equal
   d_hists -= HISTS * d_hists.sum(1, keepdims=True)
@@ -98,6 +100,11 @@ def test_gradients_match_finite_differences():
   helpers.assert_gradient_along(g_hists, lambda t: loss(t, LAMBDAS), HISTS, d_hists, rtol=1e-6)
   helpers.assert_gradient_along(g_lambdas, lambda t: loss(HISTS, t), LAMBDAS, d_lambdas,
                                 rtol=1e-6)
+  d_support = rng.normal(size=GRID.shape) * 0.01
+  helpers.assert_gradient_along(g_support, lambda t: loss(HISTS, LAMBDAS, t), GRID, d_support,
+                                rtol=1e-6)
+  helpers.assert_gradient_along(g_eps, lambda t: loss(HISTS, LAMBDAS, GRID, t), 0.01, 1.0,
+                                h=1e-6, rtol=1e-5)
 
 
 def test_jit_vmap_and_float32():
