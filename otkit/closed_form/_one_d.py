@@ -104,18 +104,35 @@ def w1d_uniform(u: Array, v: Array, p: float, impl: str, grid) -> Array:
 
 
 def _sorted_cumweights(x: Array, w: Array, impl: str) -> tuple[Array, Array]:
+  """The sorting permutation of ``x`` and the cumulative normalised weights in that order."""
   perm = _sorting.argsort(x, impl)
   cum = jnp.cumsum(w[perm]) / jnp.sum(w)
-  return x[perm], cum.at[-1].set(1.0)
+  return perm, cum.at[-1].set(1.0)
+
+
+def monotone_pairs(u: Array, v: Array, a: Array, b: Array, impl: str) -> tuple[Array, Array, Array]:
+  """The monotone plan between the normalised weighted measures on ``u (n,)`` and ``v (m,)``:
+  for each of the ``n + m`` merged quantile intervals, the atoms it pairs (``rows``, ``cols``)
+  and its length ``δ`` (the mass it moves; ``Σ δ = 1``)."""
+  perm_a, cum_a = _sorted_cumweights(u, a, impl)
+  perm_b, cum_b = _sorted_cumweights(v, b, impl)
+  delta, ia, ib = quantile_grid(cum_a, cum_b, impl)
+  return perm_a[ia], perm_b[ib], delta
 
 
 def w1d_weighted(u: Array, v: Array, a: Array, b: Array, p: float, impl: str) -> Array:
   """``W_p^p`` between the normalised measures ``Σ a_i δ_{u_i} / Σa`` and ``Σ b_j δ_{v_j} / Σb``
   (mass 1; callers scale by the common mass of the measures as given)."""
-  us, cum_a = _sorted_cumweights(u, a, impl)
-  vs, cum_b = _sorted_cumweights(v, b, impl)
-  delta, ia, ib = quantile_grid(cum_a, cum_b, impl)
-  return jnp.sum(delta * abs_pow(us[ia] - vs[ib], p))
+  rows, cols, delta = monotone_pairs(u, v, a, b, impl)
+  return jnp.sum(delta * abs_pow(u[rows] - v[cols], p))
+
+
+def weights_and_mass(u: Array, v: Array, a: Array | None,
+                     b: Array | None) -> tuple[Array, Array, Array]:
+  """``a``, ``b`` (``None``: uniform of mass 1) and their common mass ``(Σa + Σb) / 2``."""
+  a = jnp.full(u.shape, 1.0 / u.shape[-1], u.dtype) if a is None else a
+  b = jnp.full(v.shape, 1.0 / v.shape[-1], v.dtype) if b is None else b
+  return a, b, 0.5 * (jnp.sum(a) + jnp.sum(b))
 
 
 def w1d(u: Array, v: Array, a: Array | None, b: Array | None, p: float, impl: str) -> Array:
@@ -124,9 +141,7 @@ def w1d(u: Array, v: Array, a: Array | None, b: Array | None, p: float, impl: st
   ``M`` times that of the normalised measures; ``None`` is uniform of mass 1)."""
   if a is None and b is None:
     return w1d_uniform(u, v, p, impl, uniform_grid(u.shape[-1], v.shape[-1], u.dtype))
-  a = jnp.full(u.shape, 1.0 / u.shape[-1], u.dtype) if a is None else a
-  b = jnp.full(v.shape, 1.0 / v.shape[-1], v.dtype) if b is None else b
-  mass = 0.5 * (jnp.sum(a) + jnp.sum(b))
+  a, b, mass = weights_and_mass(u, v, a, b)
   return mass * w1d_weighted(u, v, a, b, p, impl)
 
 
@@ -229,14 +244,14 @@ class OT1DOutput:
     return dense(self.rows, self.cols, self.mass)
 
 
-def staircase_potentials(cost: Array, ia: Array) -> tuple[Array, Array]:
-  """Potentials tight along a staircase of cells ``(ia[k], ib[k])`` of costs ``cost (K,)``.
+def staircase_potentials(cost: Array, rows: Array) -> tuple[Array, Array]:
+  """Potentials tight along a staircase of cells ``(rows[k], cols[k])`` of costs ``cost (K,)``.
 
   A step that moves to a new row changes only ``f`` (the column is shared), one that moves to a
   new column only ``g``: ``f`` along the path is a cumulative sum of the cost increments on row
   steps (``f = cost[0]`` and ``g = 0`` at the first cell), and ``g = cost − f``.
   """
-  row_step = jnp.diff(ia, prepend=ia[:1]) > 0
+  row_step = jnp.diff(rows, prepend=rows[:1]) != 0
   increments = jnp.where(row_step, jnp.diff(cost, prepend=cost[:1]), 0.0)
   f_path = cost[0] + jnp.cumsum(increments)
   return f_path, cost - f_path
@@ -245,26 +260,19 @@ def staircase_potentials(cost: Array, ia: Array) -> tuple[Array, Array]:
 def ot1d(u: Array, v: Array, a: Array | None, b: Array | None, p: float,
          impl: str) -> OT1DOutput:
   """The 1-D kernel of :func:`ot_1d` for one problem (weights as in :func:`w1d`)."""
-  n, m = u.shape[-1], v.shape[-1]
-  a = jnp.full((n,), 1.0 / n, u.dtype) if a is None else a
-  b = jnp.full((m,), 1.0 / m, v.dtype) if b is None else b
-  mass_total = 0.5 * (jnp.sum(a) + jnp.sum(b))
-  perm_a, perm_b = _sorting.argsort(u, impl), _sorting.argsort(v, impl)
-  cum_a = (jnp.cumsum(a[perm_a]) / jnp.sum(a)).at[-1].set(1.0)
-  cum_b = (jnp.cumsum(b[perm_b]) / jnp.sum(b)).at[-1].set(1.0)
-  delta, ia, ib = quantile_grid(cum_a, cum_b, impl)
-  cost = abs_pow(u[perm_a][ia] - v[perm_b][ib], p)
+  a, b, mass_total = weights_and_mass(u, v, a, b)
+  rows, cols, delta = monotone_pairs(u, v, a, b, impl)
+  cost = abs_pow(u[rows] - v[cols], p)
   mass = mass_total * delta
   value = jnp.sum(mass * cost)
-  f_path, g_path = staircase_potentials(cost, ia)
-  # Every sorted index is on the staircase; repeated cells carry the same potential.
-  f = jnp.zeros((n,), cost.dtype).at[perm_a[ia]].set(f_path)
-  g = jnp.zeros((m,), cost.dtype).at[perm_b[ib]].set(g_path)
+  f_path, g_path = staircase_potentials(cost, rows)
+  # Every atom is on the staircase; repeated cells carry the same potential.
+  f = jnp.zeros(u.shape, cost.dtype).at[rows].set(f_path)
+  g = jnp.zeros(v.shape, cost.dtype).at[cols].set(g_path)
   shift = (jnp.sum(b * g) - jnp.sum(a * f)) / (jnp.sum(a) + jnp.sum(b))
   f, g = f + shift, g - shift
-  return OT1DOutput(value=value, rows=perm_a[ia].astype(jnp.int32),
-                    cols=perm_b[ib].astype(jnp.int32), mass=mass, f=f, g=g,
-                    result=finite_result(value, f, g))
+  return OT1DOutput(value=value, rows=rows.astype(jnp.int32), cols=cols.astype(jnp.int32),
+                    mass=mass, f=f, g=g, result=finite_result(value, f, g))
 
 
 @functools.partial(jax.jit, static_argnames=("p", "impl"))
