@@ -209,9 +209,7 @@ def check_key(key) -> Array:
   except TypeError as err:
     raise ValueError(f"`key` must be a PRNG key from `jax.random.key`; got {type(key).__name__}."
                      ) from err
-  typed = jnp.issubdtype(arr.dtype, jax.dtypes.prng_key) and arr.ndim == 0
-  raw = arr.dtype == jnp.uint32 and arr.shape == (2,)
-  if not (typed or raw):
+  if not is_key(arr):
     raise ValueError(f"`key` must be a single PRNG key from `jax.random.key`; got dtype "
                      f"{arr.dtype} and shape {arr.shape}. Use `jax.vmap` to batch keys.")
   return arr
