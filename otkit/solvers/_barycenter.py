@@ -225,7 +225,7 @@ fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
 
 
 def _output(config: Config, p: Params, state: State, error: Array, n_iters: Array,
-            failed: Array, tol: Array) -> BarycenterOutput:
+            failed: Array, converged: Array) -> BarycenterOutput:
   """The barycenter, the potentials in :func:`otkit.solve`'s convention and the value, from the
   fixed point (differentiable through ``state`` and ``p``)."""
   eps = p.epsilon
@@ -241,7 +241,6 @@ def _output(config: Config, p: Params, state: State, error: Array, n_iters: Arra
   duals = (jnp.sum(weights[None, :] * f, axis=1) + jnp.sum(jnp.where(p.b > 0, p.b * g, 0.0), axis=1)
            - eps * (mass_b - jnp.sum(weights) * mass_b))
   value = jnp.sum(p.lambdas * duals)
-  converged = (error <= tol) & ~failed
   return BarycenterOutput(weights=weights, value=value, f=f, g=g, error=error, n_iters=n_iters,
                           result=result_code(converged, failed, jnp.asarray(False)))
 
@@ -263,7 +262,10 @@ def solve_barycenter(p: Params, tol: Array, init: State, config: Config,
   controls = (tol, anneal_start(config, p, solver.anneal),
               jnp.asarray(solver.anneal_decay, p.b.dtype))
   state, error, n_iters, failed = fixed_point(config, p, controls, init)
-  return _output(config, p, state, error, n_iters, failed, tol)
+  # Converged: the last sweep ran at the target ε (not mid-schedule) and met the tolerance.
+  at_target = Schedule(p.epsilon, *controls[1:]).at_target(n_iters - 1)
+  return _output(config, p, state, error, n_iters, failed,
+                 at_target & (error <= tol) & ~failed)
 
 
 # ---------------------------------------------------------------------------------------------

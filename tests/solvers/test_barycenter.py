@@ -121,6 +121,14 @@ def test_jit_vmap_and_float32():
   np.testing.assert_allclose(out.weights[1], ref, atol=1e-5)  # uniform λ: order is irrelevant
 
 
+def test_not_converged_while_annealing():
+  """A cap reached before the ε schedule ends is reported, whatever the error there."""
+  out = otkit.barycenter(GRID, HISTS, epsilon=1e-3,
+                         solver=otkit.Sinkhorn(tol=10.0, max_iters=3, anneal=True))
+  assert int(out.n_iters) == 3 and float(out.error) <= 10.0
+  assert int(out.result) == int(otkit.Result.MAX_ITERS)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(weights_list=np.ones((3, N + 1)) / (N + 1)), "`weights_list`"),
     (dict(weights_list=HISTS[0]), "`weights_list`"),
