@@ -142,6 +142,30 @@ class PNorm:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class Dot:
+  """Inner-product cost ``c(x, y) = ⟨x, y⟩``: a cost of rank ``d`` written in features.
+
+  Any cost ``C = X Yᵀ`` of low rank is a point cloud of its factors with this cost (for
+  example the linearised costs of Gromov–Wasserstein), so the online reductions never store it.
+
+  Example:
+    >>> import jax.numpy as jnp, otkit
+    >>> from otkit.geometry._costs import Dot
+    >>> float(Dot()(jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0])))
+    11.0
+  """
+
+  symmetric = True
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    return jnp.dot(x, y, precision=_HIGHEST)
+
+  def pairwise(self, x: Array, y: Array) -> Array:
+    return jnp.matmul(x, y.T, precision=_HIGHEST)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class CustomCost:
   """Wraps any callable ``fn(x_i, y_j) -> scalar`` as a cost (static: hashed by identity)."""
 

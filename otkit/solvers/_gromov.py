@@ -1,0 +1,643 @@
+"""Entropic Gromov–Wasserstein and fused Gromov–Wasserstein by mirror descent.
+
+The problem: couple ``(A, a)`` and ``(B, b)``, measures whose points live in different spaces
+and are known only through their intra-costs, by minimising (``β`` = ``fused_penalty``)
+
+  ``E(T) = (1 − β) J(T) + β ⟨C, T⟩ + ε KL(T ‖ a⊗b) + ρ_a KL(T1 ‖ a) + ρ_b KL(Tᵀ1 ‖ b)``
+
+with ``J(T) = Σ_ijkl L(A_ik, B_jl) T_ij T_kl`` (:mod:`otkit.solvers._gromov_terms`), ``C`` an
+optional cost between the two measures (fused GW, Vayer et al. 2019) and ``ρ = ε τ / (1 − τ)``
+as in :func:`otkit.solve` (``τ = 1``: the marginal is hard). Mirror descent with the KL
+geometry and step ``1/ε`` (Peyré, Cuturi, Solomon 2016) makes each outer step one entropic OT
+problem on the linearised cost ``G(T_k) = (1 − β) ∇J(T_k) + β C``:
+
+  ``T_{k+1} = argmin_T ⟨G(T_k), T⟩ + ε KL(T ‖ a⊗b) + ρ_a KL(T1 ‖ a) + ρ_b KL(Tᵀ1 ‖ b)``,
+
+solved by the inner solver object warm-started from the last potentials. A fixed point is a
+stationary point of ``E``. For balanced problems the marginal terms of ``∇J`` use ``a`` and
+``b`` (POT's convention; they only shift the potentials), for unbalanced ones the marginals
+of ``T_k``. The outer loop stops when the linearised cost moves by at most ``outer_tol · ε``
+in the ``a⊗b``-weighted RMS (the exponent of the Gibbs kernel moves by at most ``outer_tol``).
+
+Point clouds with the squared Euclidean cost use factored intra-costs: ``G`` is then the
+inner-product cost of ``(n, D)`` and ``(m, D)`` features, ``D = d_y + 4`` (``+ d + 2`` fused),
+and the inner solver reduces it online: no ``n × n``, ``m × m`` or ``n × m`` matrix is stored.
+
+Derivatives are taken by the envelope theorem at the outer fixed point: the plan is held fixed
+and the multipliers of the hard marginals are the last potentials, which is exact for the
+regularised value ``E`` (``reg_value``) at a stationary point.
+
+References:
+  Peyré, Cuturi, Solomon, "Gromov–Wasserstein averaging of kernel and distance matrices",
+  ICML 2016.
+  Vayer, Chapel, Flamary, Tavenard, Courty, "Optimal transport for structured data with
+  application on graphs", ICML 2019.
+  Scetbon, Peyré, Cuturi, "Linear-time Gromov Wasserstein distances using low rank couplings
+  and costs", ICML 2022 (the factored costs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from otkit import _validation as V
+from otkit.closed_form._one_d import ot1d
+from otkit.geometry import CostMatrix, PointCloud, SqEuclidean
+from otkit.geometry import _geometry as G
+from otkit.geometry import _reductions as R
+from otkit.geometry._costs import Dot
+from otkit.solvers import _dual
+from otkit.solvers import _gromov_terms as T_
+from otkit.solvers._output import Result, SinkhornOutput, combine_results, result_code
+from otkit.solvers._solve import solve_validated
+from otkit.solvers._solver import Sinkhorn, check_solver
+
+Array = jax.Array
+LOSSES = ("square", "kl")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GWOutput:
+  """Result of :func:`gromov_wasserstein` (a pytree).
+
+  Attributes:
+    value: the (fused) GW objective of the returned plan, ``(1 − β) J(T) + β ⟨C, T⟩``, with
+      ``J(T) = Σ L(A_ik, B_jl) T_ij T_kl`` (POT's ``entropic_gromov_wasserstein2`` value).
+    reg_value: ``value + ε KL(T ‖ a⊗b) + ρ_a KL(T1 ‖ a) + ρ_b KL(Tᵀ1 ‖ b)``, the objective
+      that mirror descent minimises.
+    linear_output: the :class:`otkit.SinkhornOutput` of the last linearised problem, whose plan
+      is the returned coupling.
+    geom: the geometry of the last linearised cost, shape ``(n, m)`` (a point cloud of features
+      for factored costs, else a :class:`otkit.CostMatrix`).
+    n_outer: outer (linearisation) steps performed.
+    error: the last outer error (RMS move of the linearised cost, in units of ``ε``).
+    errors: ``(max_outer_iters,)`` the outer error of every step (NaN after the last).
+    result: an :class:`otkit.Result` code: the worse of the outer loop's and the last inner
+      solve's; ``converged`` is ``result == CONVERGED``.
+
+  :func:`otkit.transport_plan` ``(out)``, :func:`otkit.apply_plan` ``(out, vec)`` and
+  :func:`otkit.transport_cost` ``(out)`` accept it in place of a geometry and a Sinkhorn output.
+  """
+
+  value: Array
+  reg_value: Array
+  linear_output: SinkhornOutput
+  geom: Any
+  n_outer: Array
+  error: Array
+  errors: Array
+  result: Array
+
+  @property
+  def converged(self) -> Array:
+    """``result == Result.CONVERGED``."""
+    return self.result == Result.CONVERGED
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The static options of one problem."""
+
+  factored: bool
+  loss: str
+  balanced: bool
+  symmetric: bool  # dense intra-costs only
+  fused: bool
+  init: str  # "product", "sparse" (rows, cols, mass) or "dense" (an (n, m) plan)
+  max_outer_iters: int
+
+
+class Data(NamedTuple):
+  """The arrays of one problem (differentiable)."""
+
+  xx: Array  # factored: centred points (n, d_x); dense: A (n, n)
+  yy: Array  # factored: centred points (m, d_y); dense: B (m, m)
+  xy: tuple  # fused: factored (x', y') on a common centre, dense (C,); else ()
+  a: Array
+  b: Array
+  epsilon: Array
+  tau_a: Array
+  tau_b: Array
+  beta: Array
+  init: Any  # None, (rows, cols, mass) or an (n, m) plan
+
+
+class State(NamedTuple):
+  lin: Any  # the linearised cost for the next solve: G (n, m) or features (X, Y)
+  used: Any  # the linearised cost of the last solve
+  out: SinkhornOutput
+  value: Array
+  error: Array
+  errors: Array
+  n_outer: Array
+
+
+# ----------------------------------------------------------------------------------- factored
+
+
+def _x_features(data: Data, r: Array, M: Array) -> Array:
+  """``X (n, D)``: the source side of ``G = X Yᵀ`` for row marginal ``r`` and ``M = Rᵀ T R_B``."""
+  L1, R1 = T_.factors(data.xx)
+  n = data.xx.shape[0]
+  one = jnp.ones((n, 1), data.xx.dtype)
+  gw = jnp.concatenate([2.0 * T_.factored_square(L1, R1, r)[:, None], one, -4.0 * T_.mm(L1, M)], 1)
+  parts = [(1.0 - data.beta) * gw]
+  if data.xy:
+    xp = data.xy[0]
+    parts.append(data.beta * jnp.concatenate([jnp.sum(xp * xp, 1, keepdims=True), one, -2.0 * xp], 1))
+  return jnp.concatenate(parts, 1)
+
+
+def _y_features(data: Data, c: Array) -> Array:
+  """``Y (m, D)``: the target side of ``G = X Yᵀ`` for column marginal ``c``."""
+  L2, R2 = T_.factors(data.yy)
+  m = data.yy.shape[0]
+  one = jnp.ones((m, 1), data.yy.dtype)
+  parts = [one, 2.0 * T_.factored_square(L2, R2, c)[:, None], L2]
+  if data.xy:
+    yp = data.xy[1]
+    parts += [one, jnp.sum(yp * yp, 1, keepdims=True), yp]
+  return jnp.concatenate(parts, 1)
+
+
+def _value_weights(data: Data) -> Array:
+  """Column weights ``w`` with ``value = Σ_ik X_ik w_k (T Y)_ik``: ``½`` on the GW columns
+  (``J = ½ ⟨∇J, T⟩``), ``1`` on the fused ones."""
+  d_gw = data.yy.shape[1] + 4
+  d_lin = data.xy[0].shape[1] + 2 if data.xy else 0
+  return jnp.concatenate([jnp.full((d_gw,), 0.5), jnp.ones((d_lin,))]).astype(data.a.dtype)
+
+
+def _scalings(out: SinkhornOutput) -> tuple[Array, Array]:
+  return (_dual.safe_log(out.a) + out.f / out.epsilon, _dual.safe_log(out.b) + out.g / out.epsilon)
+
+
+def _apply(geom, out: SinkhornOutput, vec: Array, axis: int) -> Array:
+  """``T vec`` (``axis=1``) or ``Tᵀ vec`` (``axis=0``) for the plan of ``out`` on ``geom``."""
+  log_u, log_v = _scalings(out)
+  if axis == 1:
+    return R.apply_kernel_rows(geom, log_u, log_v, out.epsilon, vec)
+  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, out.epsilon, vec)
+
+
+def _factored_step(config: Config, data: Data, out: SinkhornOutput, geom, Y_used: Array):
+  """The linearisation at the plan of ``out`` and the value ``J`` of that plan."""
+  _, R1 = T_.factors(data.xx)
+  _, R2 = T_.factors(data.yy)
+  n, m = geom.shape
+  if config.balanced:
+    r, c, Y = data.a, data.b, Y_used
+  else:
+    c = _apply(geom, out, jnp.ones((n,), data.a.dtype), axis=0)
+    Y = _y_features(data, c)
+  TV = _apply(geom, out, jnp.concatenate([R2, Y, jnp.ones((m, 1), data.a.dtype)], 1), axis=1)
+  TR2, TY, r_plan = TV[:, :R2.shape[1]], TV[:, R2.shape[1]:-1], TV[:, -1]
+  if not config.balanced:
+    r = r_plan
+  X = _x_features(data, r, T_.mm(R1.T, TR2))
+  value = jnp.sum(X * _value_weights(data) * TY)
+  return (X, Y), value
+
+
+def _factored_change(config: Config, data: Data, new, old) -> Array:
+  """``‖G_new − G_old‖`` in the ``a⊗b``-weighted RMS, one blocked pass (no ``n × m`` matrix)."""
+  (Xn, Yn), (Xo, Yo) = new, old
+  if config.balanced:
+    U, W = Xn - Xo, Yn
+  else:
+    U, W = jnp.concatenate([Xn - Xo, Xo], 1), jnp.concatenate([Yn, Yn - Yo], 1)
+  block = G.auto_block_rows(U.shape[0], W.shape[0], None)
+  rows = R.map_row_blocks(lambda args: T_.mm(T_.mm(args[0], W.T) ** 2, data.b) * args[1],
+                          (U, data.a), block)
+  return jnp.sqrt(jnp.sum(rows) / (jnp.sum(data.a) * jnp.sum(data.b)))
+
+
+# -------------------------------------------------------------------------------------- dense
+
+
+def _dense_gradient_and_value(config: Config, data: Data, plan: Array):
+  r, c = (data.a, data.b) if config.balanced else (jnp.sum(plan, 1), jnp.sum(plan, 0))
+  grad = T_.dense_gradient(config.loss, data.xx, data.yy, r, c, plan, config.symmetric)
+  G_new = (1.0 - data.beta) * grad
+  value = (1.0 - data.beta) * 0.5 * jnp.sum(grad * plan)
+  if data.xy:
+    G_new = G_new + data.beta * data.xy[0]
+    value = value + data.beta * jnp.sum(data.xy[0] * plan)
+  return G_new, value
+
+
+def _dense_plan(out: SinkhornOutput, cost: Array) -> Array:
+  log_u, log_v = _scalings(out)
+  return jnp.exp(log_u[:, None] + log_v[None, :] - cost / out.epsilon)
+
+
+def _dense_change(data: Data, new: Array, old: Array) -> Array:
+  sq = jnp.dot(T_.mm((new - old) ** 2, data.b), data.a)
+  return jnp.sqrt(sq / (jnp.sum(data.a) * jnp.sum(data.b)))
+
+
+# ------------------------------------------------------------------------------ the iteration
+
+
+def linear_geometry(config: Config, lin):
+  """The geometry of a linearised cost: features with the inner-product cost, or a matrix."""
+  if config.factored:
+    return PointCloud(lin[0], lin[1], cost_fn=Dot())
+  return CostMatrix(lin)
+
+
+def _initial_coupling(config: Config, data: Data):
+  """``(T₀ R_B, r₀, c₀)`` (factored) or the dense ``T₀`` of the initial coupling."""
+  a, b = data.a, data.b
+  n, m = a.shape[0], b.shape[0]
+  if config.init == "product":  # a ⊗ b / Σb: marginals a and b Σa / Σb
+    if not config.factored:
+      return jnp.outer(a, b) / jnp.sum(b)
+    _, R2 = T_.factors(data.yy)
+    return jnp.outer(a, T_.mm(R2.T, b)) / jnp.sum(b), a, b * jnp.sum(a) / jnp.sum(b)
+  if config.init == "sparse":
+    rows, cols, mass = data.init
+    if not config.factored:
+      return jnp.zeros((n, m), a.dtype).at[rows, cols].add(mass)
+    _, R2 = T_.factors(data.yy)
+    TR2 = jnp.zeros((n, R2.shape[1]), a.dtype).at[rows].add(mass[:, None] * R2[cols])
+    return (TR2, jnp.zeros((n,), a.dtype).at[rows].add(mass),
+            jnp.zeros((m,), a.dtype).at[cols].add(mass))
+  plan = data.init
+  if not config.factored:
+    return plan
+  _, R2 = T_.factors(data.yy)
+  return T_.mm(plan, R2), jnp.sum(plan, 1), jnp.sum(plan, 0)
+
+
+def _initial_linearisation(config: Config, data: Data):
+  coupling = _initial_coupling(config, data)
+  if not config.factored:
+    return _dense_gradient_and_value(config, data, coupling)[0]
+  TR2, r, c = coupling
+  if config.balanced:
+    r, c = data.a, data.b
+  _, R1 = T_.factors(data.xx)
+  return _x_features(data, r, T_.mm(R1.T, TR2)), _y_features(data, c)
+
+
+def _blank_output(data: Data) -> SinkhornOutput:
+  zero = jnp.zeros((), data.a.dtype)
+  return SinkhornOutput(f=jnp.zeros_like(data.a), g=jnp.zeros_like(data.b), value=zero,
+                        result=jnp.asarray(Result.MAX_ITERS, jnp.int32),
+                        n_iters=jnp.zeros((), jnp.int32), error=jnp.asarray(jnp.inf, data.a.dtype),
+                        a=data.a, b=data.b, epsilon=data.epsilon, tau_a=data.tau_a,
+                        tau_b=data.tau_b, fingerprint=jnp.zeros((), jnp.float32))
+
+
+def _iterate(config: Config, data: Data, solver, outer_tol: Array) -> State:
+  """The outer loop on arrays that carry no gradient."""
+  data = jax.lax.stop_gradient(data)
+  lin0 = _initial_linearisation(config, data)
+  errors0 = jnp.full((config.max_outer_iters,), jnp.nan, data.a.dtype)
+  state = State(lin0, lin0, _blank_output(data), jnp.zeros((), data.a.dtype),
+                jnp.asarray(jnp.inf, data.a.dtype), errors0, jnp.zeros((), jnp.int32))
+
+  def cond(s: State) -> Array:
+    return ((s.n_outer < config.max_outer_iters) & ((s.n_outer == 0) | (s.error > outer_tol))
+            & jnp.isfinite(s.value) & (s.out.result != Result.NON_FINITE))
+
+  def body(s: State) -> State:
+    geom = linear_geometry(config, s.lin)
+    problem = _dual.Problem(geom, data.a, data.b, data.epsilon, data.tau_a, data.tau_b)
+    out = solve_validated(problem, solver, init=(s.out.f, s.out.g))
+    if config.factored:
+      new, value = _factored_step(config, data, out, geom, s.lin[1])
+      error = _factored_change(config, data, new, s.lin)
+    else:
+      new, value = _dense_gradient_and_value(config, data, _dense_plan(out, s.lin))
+      error = _dense_change(data, new, s.lin)
+    error = error / data.epsilon
+    return State(new, s.lin, out, value, error, s.errors.at[s.n_outer].set(error), s.n_outer + 1)
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+# ------------------------------------------------------------------- value and its derivatives
+
+
+def _xlogy(x: Array, y: Array) -> Array:
+  """``x log y`` with ``0`` where ``x = 0`` or ``y = 0`` (and no NaN gradient there)."""
+  positive = y > 0
+  return jnp.where(positive, x * jnp.log(jnp.where(positive, y, 1.0)), 0.0)
+
+
+def _kl(p: Array, q: Array) -> Array:
+  """``KL(p ‖ q) = Σ p log(p/q) − Σ p + Σ q`` for non-negative vectors."""
+  return jnp.sum(_xlogy(p, p) - _xlogy(p, q)) - jnp.sum(p) + jnp.sum(q)
+
+
+def _with_gradient(value: Array, surrogate: Array) -> Array:
+  """``value`` with the derivatives of ``surrogate``."""
+  return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
+
+
+def _marginal_terms(data: Data, r: Array, c: Array, out: SinkhornOutput, kl_plan: Array):
+  """The regularisation's value and a surrogate with its envelope derivatives in ``a``, ``b``,
+  ``ε``, ``τ`` (the plan, of marginals ``r``, ``c``, held fixed)."""
+  eps = data.epsilon
+  explicit = -jnp.sum(_xlogy(r, data.a)) - jnp.sum(_xlogy(c, data.b)) + jnp.sum(data.a) * jnp.sum(data.b)
+  value = eps * kl_plan
+  surrogate = eps * _with_gradient(kl_plan, explicit)
+  for w, marginal, potential, tau in ((data.a, r, out.f, data.tau_a), (data.b, c, out.g, data.tau_b)):
+    relaxed = tau < 1.0
+    rho = eps * tau / jnp.where(relaxed, 1.0 - tau, 1.0)
+    kl_side = _kl(marginal, w)
+    soft = rho * _with_gradient(kl_side, -jnp.sum(_xlogy(marginal, w)) + jnp.sum(w))
+    hard = jnp.sum(jax.lax.stop_gradient(potential) * (w - jax.lax.stop_gradient(w)))
+    value = value + jnp.where(relaxed, rho * kl_side, 0.0)
+    surrogate = surrogate + jnp.where(relaxed, soft, hard)
+  return value, surrogate
+
+
+def _factored_objective(config: Config, data: Data, state: State):
+  """``J``, ``KL(T ‖ a⊗b)``, the marginals and a surrogate of ``(1 − β) J + β ⟨C, T⟩`` with its
+  derivatives in the points (plan held fixed), for factored costs."""
+  stopped = jax.lax.stop_gradient(data)
+  geom = linear_geometry(config, state.used)
+  out = state.out
+  L1, R1 = T_.factors(stopped.xx)
+  L2, R2 = T_.factors(stopped.yy)
+  X_used, Y_used = state.used
+  fused = bool(data.xy)
+  rows = [R2, L2, Y_used] + ([stopped.xy[1]] if fused else [])
+  cols = [R1, L1] + ([stopped.xy[0]] if fused else [])
+  n, m = geom.shape
+  TV = _apply(geom, out, jnp.concatenate(rows + [jnp.ones((m, 1), R2.dtype)], 1), axis=1)
+  TtV = _apply(geom, out, jnp.concatenate(cols + [jnp.ones((n, 1), R1.dtype)], 1), axis=0)
+  TR2, TL2, TY, Typ = _split(TV[:, :-1], [v.shape[1] for v in rows], 4)
+  TtR1, TtL1, Ttxp = _split(TtV[:, :-1], [v.shape[1] for v in cols], 3)
+  r, c = TV[:, -1], TtV[:, -1]
+  linear = jnp.sum(X_used * TY)  # ⟨G_used, T⟩
+  kl_plan = (jnp.dot(out.f, r) + jnp.dot(out.g, c) - linear) / out.epsilon - jnp.sum(r) \
+      + jnp.sum(stopped.a) * jnp.sum(stopped.b)
+
+  def gw(x, y):
+    L1x, R1x = T_.factors(x)
+    L2y, R2y = T_.factors(y)
+    s_x = jnp.sum(T_.mm(R1x.T, TR2) * T_.mm(L1x.T, TL2))
+    s_y = jnp.sum(T_.mm(R2y.T, TtR1) * T_.mm(L2y.T, TtL1))
+    marginal = (jnp.dot(T_.factored_square(L1x, R1x, r), r)
+                + jnp.dot(T_.factored_square(L2y, R2y, c), c))
+    return marginal - 2.0 * _with_gradient(s_x, s_x + s_y)
+
+  surrogate = (1.0 - data.beta) * gw(data.xx, data.yy)
+  if fused:
+    xp, yp = data.xy
+    cross_x, cross_y = jnp.sum(xp * Typ), jnp.sum(yp * Ttxp)
+    lin = (jnp.dot(jnp.sum(xp * xp, 1), r) + jnp.dot(jnp.sum(yp * yp, 1), c)
+           - 2.0 * _with_gradient(cross_x, cross_x + cross_y))
+    surrogate = surrogate + data.beta * lin
+  return kl_plan, r, c, surrogate
+
+
+def _split(v: Array, widths: list, count: int) -> list:
+  parts = jnp.split(v, np.cumsum(widths)[:-1], axis=1)
+  return parts + [None] * (count - len(parts))
+
+
+def _dense_objective(config: Config, data: Data, state: State):
+  """As :func:`_factored_objective`, for dense costs."""
+  plan = jax.lax.stop_gradient(_dense_plan(state.out, state.used))
+  r, c = jnp.sum(plan, 1), jnp.sum(plan, 0)
+  out = jax.lax.stop_gradient(state.out)
+  linear = jnp.sum(jax.lax.stop_gradient(state.used) * plan)
+  kl_plan = (jnp.dot(out.f, r) + jnp.dot(out.g, c) - linear) / out.epsilon - jnp.sum(r) \
+      + jnp.sum(jax.lax.stop_gradient(data.a)) * jnp.sum(jax.lax.stop_gradient(data.b))
+  surrogate = (1.0 - data.beta) * T_.dense_objective(config.loss, data.xx, data.yy, plan)
+  if data.xy:
+    surrogate = surrogate + data.beta * jnp.sum(data.xy[0] * plan)
+  return kl_plan, r, c, surrogate
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _gromov(config: Config, data: Data, solver, outer_tol: Array) -> GWOutput:
+  state = _iterate(config, data, solver, outer_tol)
+  objective = _factored_objective if config.factored else _dense_objective
+  kl_plan, r, c, surrogate = objective(config, data, state)
+  reg, marginal_surrogate = _marginal_terms(data, jax.lax.stop_gradient(r),
+                                            jax.lax.stop_gradient(c), state.out, kl_plan)
+  surrogate = surrogate + marginal_surrogate
+  value = _with_gradient(state.value, surrogate)
+  reg_value = _with_gradient(state.value + reg, surrogate)
+  finite = jnp.isfinite(state.value) & jnp.isfinite(reg) & jnp.isfinite(state.error)
+  outer = result_code(state.error <= outer_tol, ~finite, jnp.asarray(False))
+  result = combine_results(outer, state.out.result)
+  return GWOutput(value=value, reg_value=reg_value, linear_output=state.out,
+                  geom=linear_geometry(config, state.used), n_outer=state.n_outer,
+                  error=state.error, errors=state.errors, result=result)
+
+
+# --------------------------------------------------------------------------- the entry point
+
+
+def check_intra(name: str, geom, loss: str = "square"):
+  """Validates an intra-geometry (the costs within one measure); returns it and whether its
+  costs factor (a point cloud with the squared Euclidean cost, square loss)."""
+  if not callable(getattr(geom, "validate", None)) or not hasattr(geom, "block_cost"):
+    raise ValueError(f"`{name}` must be an otkit geometry of the costs within one measure "
+                     f"(otkit.PointCloud(x) or a square otkit.CostMatrix); got "
+                     f"{type(geom).__name__}.")
+  same = isinstance(geom, PointCloud) and geom.y is geom.x
+  geom = geom.validate()
+  n, m = geom.shape
+  if n != m:
+    raise ValueError(f"`{name}` must be square, the costs within one measure (n, n); got shape "
+                     f"{(n, m)}.")
+  if isinstance(geom, PointCloud) and not same:
+    vx, vy = V.concrete_values(geom.x), V.concrete_values(geom.y)
+    if vx is not None and vy is not None and not np.array_equal(vx, vy):
+      raise ValueError(f"`{name}` must hold the costs within one measure: otkit.PointCloud(x) "
+                       "(y = x); got two different point sets.")
+  factored = (loss == "square" and isinstance(geom, PointCloud)
+              and isinstance(geom.cost_fn, SqEuclidean))
+  return geom, factored
+
+
+def dense_costs(geom, dtype) -> Array:
+  """The ``(n, m)`` cost matrix of any geometry, differentiable in its arrays."""
+  return geom.block_cost(geom.row_data).astype(dtype)
+
+
+def _check_kl_costs(A: Array, B: Array) -> None:
+  for name, costs, strict in (("geom_xx", A, False), ("geom_yy", B, True)):
+    values = V.concrete_values(costs)
+    if values is not None and (np.any(values <= 0) if strict else np.any(values < 0)):
+      raise ValueError(f"`{name}` must have {'positive' if strict else 'non-negative'} costs "
+                       f"for loss='kl' (L(s, t) = s log(s/t) − s + t); got min "
+                       f"{values.min():.3g}.")
+
+
+def _is_symmetric(costs: Array) -> bool:
+  values = V.concrete_values(costs)
+  return values is not None and bool(np.allclose(values, values.T, rtol=1e-12, atol=0.0))
+
+
+def _concrete_one(tau: Array) -> bool:
+  values = V.concrete_values(tau)
+  return values is not None and float(values) == 1.0
+
+
+def _check_fused(geom_xy, beta: Array, shape: tuple[int, int]):
+  value = V.concrete_values(beta)
+  if value is not None and value > 1.0:
+    raise ValueError(f"`fused_penalty` must lie in [0, 1] (the weight of the linear cost); got "
+                     f"{float(value)!r}.")
+  if geom_xy is None:
+    if value is not None and value > 0.0:
+      raise ValueError("`fused_penalty` > 0 needs `geom_xy`, the costs between the two measures.")
+    return None
+  if value is not None and value == 0.0:
+    raise ValueError("`geom_xy` is given but `fused_penalty` is 0: pass fused_penalty in (0, 1] "
+                     "(the weight of the linear cost), or drop geom_xy.")
+  geom_xy = G.validate_geometry(geom_xy)
+  if tuple(geom_xy.shape) != shape:
+    raise ValueError(f"`geom_xy` must have shape {shape} (the sizes of geom_xx and geom_yy); got "
+                     f"{tuple(geom_xy.shape)}.")
+  return geom_xy
+
+
+def sort_coupling(xx: Array, yy: Array, a: Array, b: Array, factored: bool):
+  """The monotone coupling of the eccentricities (sparse ``rows, cols, mass``): the coupling of
+  the lower bound, a starting point for the outer loop."""
+  mass = jnp.sum(a)
+  e_x = T_.eccentricity(xx, a / mass, factored)
+  e_y = T_.eccentricity(yy, b / jnp.sum(b), factored)
+  out = ot1d(e_x, e_y, a / mass, b / jnp.sum(b), 2.0, "auto")
+  return out.rows, out.cols, out.mass * mass
+
+
+def _check_init(init, xx, yy, a, b, factored: bool):
+  n, m = a.shape[0], b.shape[0]
+  if init is None or (isinstance(init, str) and init == "product"):
+    return "product", None
+  if isinstance(init, str):
+    V.check_choice("init", init, ("product", "sort"))
+    return "sparse", jax.lax.stop_gradient(sort_coupling(xx, yy, a, b, factored))
+  plan = V.as_float_array("init", init, a.dtype)
+  if plan.shape != (n, m):
+    raise ValueError(f"`init` must be 'product', 'sort' or a coupling of shape ({n}, {m}); got "
+                     f"shape {plan.shape}.")
+  V.check_finite("init", plan)
+  values = V.concrete_values(plan)
+  if values is not None and (np.any(values < 0) or values.sum() <= 0):
+    raise ValueError("`init` must be a non-negative coupling with positive mass.")
+  return "dense", plan
+
+
+def gromov_wasserstein(geom_xx, geom_yy, a=None, b=None, *, epsilon, geom_xy=None,
+                       fused_penalty=0.0, tau_a=1.0, tau_b=1.0, loss="square", solver=None,
+                       outer_tol=1e-3, max_outer_iters=200, init=None) -> GWOutput:
+  """Entropic (fused, unbalanced) Gromov–Wasserstein by mirror descent.
+
+  Minimises ``(1 − β) J(T) + β ⟨C, T⟩ + ε KL(T ‖ a⊗b) + ρ_a KL(T1 ‖ a) + ρ_b KL(Tᵀ1 ‖ b)``
+  over couplings ``T ≥ 0``, where ``J(T) = Σ_ijkl L(A_ik, B_jl) T_ij T_kl``, ``β`` is
+  ``fused_penalty``, ``C`` the costs of ``geom_xy`` and ``ρ = ε τ / (1 − τ)`` (``τ = 1``: hard
+  marginal, as in :func:`otkit.solve`). Each outer step solves one entropic OT problem on the
+  linearised cost ``(1 − β) ∇J(T_k) + β C`` with ``solver``, warm-started from the last
+  potentials. With the square loss, ``value`` is POT's ``entropic_gromov_wasserstein2`` for
+  the same ``ε`` and initial coupling; ott-jax's ``GromovWasserstein`` uses ``ε / 2``.
+
+  Point clouds ``otkit.PointCloud(x)`` with the squared Euclidean cost (and the square loss)
+  are never expanded: the linearised cost has rank ``d_y + 4`` and is reduced online, in
+  O((n + m)·d) memory. Any other geometry (a graph's :class:`otkit.CostMatrix`, another cost)
+  is used as a dense matrix, O(n² + m² + nm).
+
+  Differentiable in the points or costs, the weights, ``ε``, ``τ`` and ``fused_penalty`` by the
+  envelope theorem at the outer fixed point (the plan held fixed, the last potentials as the
+  multipliers of hard marginals): exact for ``reg_value`` at a stationary point. ``value`` is
+  differentiated the same way (POT's rule), which neglects the entropy's share.
+
+  Args:
+    geom_xx: costs within the source measure: :class:`otkit.PointCloud` ``(x)`` with ``x`` of
+      shape ``(n, d_x)``, or a square :class:`otkit.CostMatrix` ``(n, n)``.
+    geom_yy: costs within the target measure, ``(m, d_y)`` points or ``(m, m)`` costs.
+    a: source weights ``(n,)``, non-negative; default uniform ``1/n``.
+    b: target weights ``(m,)``; default uniform ``1/m``. Balanced problems need ``Σa = Σb``.
+    epsilon: entropic regularisation ``ε > 0`` in units of the linearised cost (traced).
+    geom_xy: optional costs between the measures, shape ``(n, m)`` (fused GW).
+    fused_penalty: ``β`` in ``[0, 1]``, the weight of ``geom_xy``'s cost (POT's ``1 − α``);
+      ``> 0`` exactly when ``geom_xy`` is given.
+    tau_a, tau_b: marginal relaxations in ``(0, 1]`` (traced).
+    loss: ``"square"`` (``(s − t)²``) or ``"kl"`` (``s log(s/t) − s + t``; dense costs,
+      ``A ≥ 0``, ``B > 0``).
+    solver: the inner solver object (default ``otkit.Sinkhorn()``).
+    outer_tol: the outer loop stops when the linearised cost moves by at most
+      ``outer_tol · ε`` (``a⊗b``-weighted RMS).
+    max_outer_iters: static cap on outer steps.
+    init: the initial coupling: ``None`` or ``"product"`` (``a ⊗ b``, as POT), ``"sort"`` (the
+      monotone coupling of the eccentricities, see :func:`otkit.gw_lower_bound`) or an
+      ``(n, m)`` array.
+
+  Returns:
+    :class:`otkit.GWOutput`: ``value``, ``reg_value``, the last ``linear_output`` and its
+    ``geom``, ``n_outer``, ``error``, ``errors``, ``result``. The plan:
+    ``otkit.transport_plan(out)``.
+
+  References:
+    Peyré, Cuturi, Solomon, "Gromov–Wasserstein averaging of kernel and distance matrices",
+    ICML 2016. Vayer et al., "Optimal transport for structured data with application on
+    graphs", ICML 2019.
+
+  Example:
+    >>> import jax, otkit
+    >>> x = jax.random.normal(jax.random.key(0), (40, 2))
+    >>> rotation = jax.numpy.array([[0.0, -1.0], [1.0, 0.0]])
+    >>> out = otkit.gromov_wasserstein(otkit.PointCloud(x), otkit.PointCloud(x @ rotation),
+    ...                                epsilon=0.05)
+    >>> bool(out.converged), otkit.transport_plan(out).shape
+    (True, (40, 40))
+  """
+  loss = V.check_choice("loss", loss, LOSSES)
+  geom_xx, factored_x = check_intra("geom_xx", geom_xx, loss)
+  geom_yy, factored_y = check_intra("geom_yy", geom_yy, loss)
+  n, m = geom_xx.shape[0], geom_yy.shape[0]
+  beta_in = V.check_nonnegative("fused_penalty", fused_penalty, None)
+  geom_xy = _check_fused(geom_xy, beta_in, (n, m))
+  geoms = [geom_xx, geom_yy] + ([geom_xy] if geom_xy is not None else [])
+  dtype = jnp.result_type(*(g.dtype for g in geoms))
+  a = V.check_weights("a", a, n, dtype)
+  b = V.check_weights("b", b, m, dtype)
+  epsilon = V.check_positive("epsilon", epsilon, dtype)
+  tau_a = V.check_tau("tau_a", tau_a, dtype)
+  tau_b = V.check_tau("tau_b", tau_b, dtype)
+  V.check_equal_mass(a, b, tau_a, tau_b)
+  beta = beta_in.astype(dtype)
+  outer_tol = V.check_positive("outer_tol", outer_tol, dtype)
+  max_outer_iters = V.check_static_int("max_outer_iters", max_outer_iters)
+  solver = check_solver(solver)
+  solver = dataclasses.replace(solver, grad_mode="envelope")  # derivatives: see _gromov
+
+  factored = factored_x and factored_y and (
+      geom_xy is None or (isinstance(geom_xy, PointCloud)
+                          and isinstance(geom_xy.cost_fn, SqEuclidean)))
+  if factored:
+    xx, yy = T_.centred(geom_xx.x.astype(dtype)), T_.centred(geom_yy.x.astype(dtype))
+    xy = ()
+    if geom_xy is not None:
+      centre = jnp.mean(geom_xy.y, axis=0).astype(dtype)
+      xy = (T_.centred(geom_xy.x.astype(dtype), centre), T_.centred(geom_xy.y.astype(dtype), centre))
+  else:
+    xx, yy = dense_costs(geom_xx, dtype), dense_costs(geom_yy, dtype)
+    xy = () if geom_xy is None else (dense_costs(geom_xy, dtype),)
+    if loss == "kl":
+      _check_kl_costs(xx, yy)
+  init_kind, init_data = _check_init(init, xx, yy, a, b, factored)
+  config = Config(factored=factored, loss=loss,
+                  balanced=_concrete_one(tau_a) and _concrete_one(tau_b),
+                  symmetric=not factored and _is_symmetric(xx) and _is_symmetric(yy),
+                  fused=geom_xy is not None, init=init_kind, max_outer_iters=max_outer_iters)
+  data = Data(xx, yy, xy, a, b, epsilon, tau_a, tau_b, beta, init_data)
+  return _gromov(config, data, solver, outer_tol)
