@@ -52,7 +52,7 @@ from otkit.geometry import CostMatrix, PointCloud, SqEuclidean
 from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.geometry._costs import Dot
-from otkit.solvers import _dual
+from otkit.solvers import _dual, _sinkhorn
 from otkit.solvers import _gromov_terms as T_
 from otkit.solvers._output import Result, SinkhornOutput, combine_results, result_code
 from otkit.solvers._solve import solve_validated
@@ -130,10 +130,15 @@ class Data(NamedTuple):
 
 
 class State(NamedTuple):
-  lin: Any  # the linearised cost for the next solve: G (n, m) or features (X, Y)
+  lin: Any  # the linearised cost for the next solve: G (n, m) or features (X, Y, M)
   used: Any  # the linearised cost of the last solve
-  out: SinkhornOutput
-  value: Array
+  f: Array  # the potentials of the last solve
+  g: Array
+  aux: tuple  # its (result, n_iters, error)
+  value: Array  # (1 − β) J + β ⟨C, T⟩ of its plan T
+  r: Array  # T1
+  c: Array  # Tᵀ1 (b when balanced)
+  kl: Array  # KL(T ‖ a⊗b)
   error: Array
   errors: Array
   n_outer: Array
@@ -175,48 +180,75 @@ def _value_weights(data: Data) -> Array:
   return jnp.concatenate([jnp.full((d_gw,), 0.5), jnp.ones((d_lin,))]).astype(data.a.dtype)
 
 
-def _scalings(out: SinkhornOutput) -> tuple[Array, Array]:
-  return (_dual.safe_log(out.a) + out.f / out.epsilon, _dual.safe_log(out.b) + out.g / out.epsilon)
+def _scalings(data: Data, f: Array, g: Array) -> tuple[Array, Array]:
+  return (_dual.safe_log(data.a) + f / data.epsilon, _dual.safe_log(data.b) + g / data.epsilon)
 
 
-def _apply(geom, out: SinkhornOutput, vec: Array, axis: int) -> Array:
-  """``T vec`` (``axis=1``) or ``Tᵀ vec`` (``axis=0``) for the plan of ``out`` on ``geom``."""
-  log_u, log_v = _scalings(out)
+def _apply(geom, data: Data, f: Array, g: Array, vec: Array, axis: int) -> Array:
+  """``T vec`` (``axis=1``) or ``Tᵀ vec`` (``axis=0``) for the plan of ``f, g`` on ``geom``."""
+  log_u, log_v = _scalings(data, f, g)
   if axis == 1:
-    return R.apply_kernel_rows(geom, log_u, log_v, out.epsilon, vec)
-  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, out.epsilon, vec)
+    return R.apply_kernel_rows(geom, log_u, log_v, data.epsilon, vec)
+  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, data.epsilon, vec)
 
 
-def _factored_step(config: Config, data: Data, out: SinkhornOutput, geom, Y_used: Array):
-  """The linearisation at the plan of ``out`` and the value ``J`` of that plan."""
+def _split(v: Array, widths: list) -> list:
+  return jnp.split(v, np.cumsum(widths)[:-1], axis=1)
+
+
+def _kl_plan(data: Data, f: Array, g: Array, r: Array, c_dot_g: Array, linear: Array) -> Array:
+  """``KL(T ‖ a⊗b)`` of ``T = a_i b_j exp((f_i + g_j − G_ij) / ε)`` from ``r = T1``,
+  ``⟨g, Tᵀ1⟩`` and ``⟨G, T⟩``: ``(⟨f, r⟩ + ⟨g, Tᵀ1⟩ − ⟨G, T⟩) / ε − Σ T + Σa Σb``."""
+  return ((jnp.dot(f, r) + c_dot_g - linear) / data.epsilon - jnp.sum(r)
+          + jnp.sum(data.a) * jnp.sum(data.b))
+
+
+def _factored_step(config: Config, data: Data, f: Array, g: Array, geom, used):
+  """At the plan ``T`` of ``f, g`` on ``geom`` (the linearisation ``used``): the linearisation
+  ``(X, Y, M)`` at ``T``, the value of ``T``, its marginals and ``KL(T ‖ a⊗b)``, from one pass
+  of ``T`` over ``[R_B, Y, 1, g]`` (and one of ``Tᵀ`` for the column marginal if unbalanced)."""
+  X_used, Y_used, _ = used
   _, R1 = T_.factors(data.xx)
   _, R2 = T_.factors(data.yy)
   n, m = geom.shape
   if config.balanced:
-    r, c, Y = data.a, data.b, Y_used
+    c, Y, extra = data.b, Y_used, []
   else:
-    c = _apply(geom, out, jnp.ones((n,), data.a.dtype), axis=0)
-    Y = _y_features(data, c)
-  TV = _apply(geom, out, jnp.concatenate([R2, Y, jnp.ones((m, 1), data.a.dtype)], 1), axis=1)
-  TR2, TY, r_plan = TV[:, :R2.shape[1]], TV[:, R2.shape[1]:-1], TV[:, -1]
-  if not config.balanced:
-    r = r_plan
-  X = _x_features(data, r, T_.mm(R1.T, TR2))
+    c = _apply(geom, data, f, g, jnp.ones((n,), data.a.dtype), axis=0)
+    Y, extra = _y_features(data, c), [Y_used]
+  cols = [R2, Y, jnp.ones((m, 1), data.a.dtype), g[:, None]] + extra
+  TR2, TY, r, Tg, *rest = _split(_apply(geom, data, f, g, jnp.concatenate(cols, 1), 1),
+                                 [v.shape[1] for v in cols])
+  r = r[:, 0]
+  M = T_.mm(R1.T, TR2)
+  X = _x_features(data, data.a if config.balanced else r, M)
   value = jnp.sum(X * _value_weights(data) * TY)
-  return (X, Y), value
+  kl = _kl_plan(data, f, g, r, jnp.sum(Tg), jnp.sum(X_used * (rest[0] if rest else TY)))
+  return (X, Y, M), value, r, c, kl
 
 
-def _factored_change(config: Config, data: Data, new, old) -> Array:
-  """``‖G_new − G_old‖`` in the ``a⊗b``-weighted RMS, one blocked pass (no ``n × m`` matrix)."""
-  (Xn, Yn), (Xo, Yo) = new, old
+def _gram_root(left: Array, w: Array) -> Array:
+  """A square root ``S`` of ``leftᵀ diag(w) left`` (``SᵀS`` equal to it; eigenvalues clamped)."""
+  lam, vecs = jnp.linalg.eigh(T_.mm(left.T * w, left))
+  return (vecs * jnp.sqrt(jnp.maximum(lam, 0.0))) @ vecs.T
+
+
+def _factored_change(config: Config, data: Data, roots, new, old) -> Array:
+  """``‖G_new − G_old‖`` in the ``a⊗b``-weighted RMS (not normalised by the masses).
+
+  Balanced, only ``M`` moves: ``ΔG = −4 (1 − β) L ΔM L_Bᵀ`` and the norm is
+  ``4 (1 − β) ‖S_a ΔM S_b‖_F`` with the Gram roots of ``L`` and ``L_B`` (a sum of squares: no
+  cancellation). Otherwise one blocked pass over ``ΔG = ΔX Y_newᵀ + X_old ΔYᵀ``.
+  """
+  (Xn, Yn, Mn), (Xo, Yo, Mo) = new, old
   if config.balanced:
-    U, W = Xn - Xo, Yn
-  else:
-    U, W = jnp.concatenate([Xn - Xo, Xo], 1), jnp.concatenate([Yn, Yn - Yo], 1)
+    root_a, root_b = roots
+    return 4.0 * (1.0 - data.beta) * jnp.sqrt(jnp.sum(T_.mm(T_.mm(root_a, Mn - Mo), root_b) ** 2))
+  U, W = jnp.concatenate([Xn - Xo, Xo], 1), jnp.concatenate([Yn, Yn - Yo], 1)
   block = G.auto_block_rows(U.shape[0], W.shape[0], None)
   rows = R.map_row_blocks(lambda args: T_.mm(T_.mm(args[0], W.T) ** 2, data.b) * args[1],
                           (U, data.a), block)
-  return jnp.sqrt(jnp.sum(rows) / (jnp.sum(data.a) * jnp.sum(data.b)))
+  return jnp.sqrt(jnp.sum(rows))
 
 
 # -------------------------------------------------------------------------------------- dense
@@ -233,14 +265,21 @@ def _dense_gradient_and_value(config: Config, data: Data, plan: Array):
   return G_new, value
 
 
-def _dense_plan(out: SinkhornOutput, cost: Array) -> Array:
-  log_u, log_v = _scalings(out)
-  return jnp.exp(log_u[:, None] + log_v[None, :] - cost / out.epsilon)
+def _dense_plan(data: Data, f: Array, g: Array, cost: Array) -> Array:
+  log_u, log_v = _scalings(data, f, g)
+  return jnp.exp(log_u[:, None] + log_v[None, :] - cost / data.epsilon)
+
+
+def _dense_step(config: Config, data: Data, f: Array, g: Array, used: Array):
+  """As :func:`_factored_step`, for dense costs."""
+  plan = _dense_plan(data, f, g, used)
+  new, value = _dense_gradient_and_value(config, data, plan)
+  r, c = jnp.sum(plan, 1), jnp.sum(plan, 0)
+  return new, value, r, c, _kl_plan(data, f, g, r, jnp.dot(g, c), jnp.sum(used * plan))
 
 
 def _dense_change(data: Data, new: Array, old: Array) -> Array:
-  sq = jnp.dot(T_.mm((new - old) ** 2, data.b), data.a)
-  return jnp.sqrt(sq / (jnp.sum(data.a) * jnp.sum(data.b)))
+  return jnp.sqrt(jnp.dot(T_.mm((new - old) ** 2, data.b), data.a))
 
 
 # ------------------------------------------------------------------------------ the iteration
@@ -251,6 +290,25 @@ def linear_geometry(config: Config, lin):
   if config.factored:
     return PointCloud(lin[0], lin[1], cost_fn=Dot())
   return CostMatrix(lin)
+
+
+def linear_problem(config: Config, data: Data, lin) -> _dual.Problem:
+  return _dual.Problem(linear_geometry(config, lin), data.a, data.b, data.epsilon, data.tau_a,
+                       data.tau_b)
+
+
+def _inner_solve(problem: _dual.Problem, solver, f: Array, g: Array):
+  """The inner solver warm-started at ``(f, g)``: ``(f, g, (result, n_iters, error))``.
+
+  A :class:`otkit.Sinkhorn` object runs its sweeps alone (the value of each linearised problem
+  is not needed, only the last one's); other solver objects run whole.
+  """
+  if isinstance(solver, Sinkhorn):
+    controls = _sinkhorn.controls_of(problem, (f, g), solver)
+    return _sinkhorn.iterate(problem, controls, solver=solver,
+                             anneal=_sinkhorn.effective_anneal(solver.anneal, (f, g)))
+  out = solve_validated(problem, solver, init=(f, g))
+  return out.f, out.g, (out.result, out.n_iters, out.error)
 
 
 def _initial_coupling(config: Config, data: Data):
@@ -285,42 +343,40 @@ def _initial_linearisation(config: Config, data: Data):
   if config.balanced:
     r, c = data.a, data.b
   _, R1 = T_.factors(data.xx)
-  return _x_features(data, r, T_.mm(R1.T, TR2)), _y_features(data, c)
-
-
-def _blank_output(data: Data) -> SinkhornOutput:
-  zero = jnp.zeros((), data.a.dtype)
-  return SinkhornOutput(f=jnp.zeros_like(data.a), g=jnp.zeros_like(data.b), value=zero,
-                        result=jnp.asarray(Result.MAX_ITERS, jnp.int32),
-                        n_iters=jnp.zeros((), jnp.int32), error=jnp.asarray(jnp.inf, data.a.dtype),
-                        a=data.a, b=data.b, epsilon=data.epsilon, tau_a=data.tau_a,
-                        tau_b=data.tau_b, fingerprint=jnp.zeros((), jnp.float32))
+  M = T_.mm(R1.T, TR2)
+  return _x_features(data, r, M), _y_features(data, c), M
 
 
 def _iterate(config: Config, data: Data, solver, outer_tol: Array) -> State:
-  """The outer loop on arrays that carry no gradient."""
-  data = jax.lax.stop_gradient(data)
+  """The outer loop (``data`` carries no gradient here)."""
   lin0 = _initial_linearisation(config, data)
-  errors0 = jnp.full((config.max_outer_iters,), jnp.nan, data.a.dtype)
-  state = State(lin0, lin0, _blank_output(data), jnp.zeros((), data.a.dtype),
-                jnp.asarray(jnp.inf, data.a.dtype), errors0, jnp.zeros((), jnp.int32))
+  dtype = data.a.dtype
+  zero, inf = jnp.zeros((), dtype), jnp.asarray(jnp.inf, dtype)
+  aux0 = (jnp.asarray(Result.MAX_ITERS, jnp.int32), jnp.zeros((), jnp.int32), inf)
+  state = State(lin0, lin0, jnp.zeros_like(data.a), jnp.zeros_like(data.b), aux0, zero, data.a,
+                data.b, zero, inf, jnp.full((config.max_outer_iters,), jnp.nan, dtype),
+                jnp.zeros((), jnp.int32))
+  roots = None
+  if config.factored and config.balanced:
+    roots = (_gram_root(T_.factors(data.xx)[0], data.a), _gram_root(T_.factors(data.yy)[0], data.b))
+  scale = data.epsilon * jnp.sqrt(jnp.sum(data.a) * jnp.sum(data.b))
 
   def cond(s: State) -> Array:
     return ((s.n_outer < config.max_outer_iters) & ((s.n_outer == 0) | (s.error > outer_tol))
-            & jnp.isfinite(s.value) & (s.out.result != Result.NON_FINITE))
+            & jnp.isfinite(s.value) & (s.aux[0] != Result.NON_FINITE))
 
   def body(s: State) -> State:
-    geom = linear_geometry(config, s.lin)
-    problem = _dual.Problem(geom, data.a, data.b, data.epsilon, data.tau_a, data.tau_b)
-    out = solve_validated(problem, solver, init=(s.out.f, s.out.g))
+    problem = linear_problem(config, data, s.lin)
+    f, g, aux = _inner_solve(problem, solver, s.f, s.g)
     if config.factored:
-      new, value = _factored_step(config, data, out, geom, s.lin[1])
-      error = _factored_change(config, data, new, s.lin)
+      new, value, r, c, kl = _factored_step(config, data, f, g, problem.geom, s.lin)
+      error = _factored_change(config, data, roots, new, s.lin)
     else:
-      new, value = _dense_gradient_and_value(config, data, _dense_plan(out, s.lin))
+      new, value, r, c, kl = _dense_step(config, data, f, g, s.lin)
       error = _dense_change(data, new, s.lin)
-    error = error / data.epsilon
-    return State(new, s.lin, out, value, error, s.errors.at[s.n_outer].set(error), s.n_outer + 1)
+    error = error / scale
+    return State(new, s.lin, f, g, aux, value, r, c, kl, error,
+                 s.errors.at[s.n_outer].set(error), s.n_outer + 1)
 
   return jax.lax.while_loop(cond, body, state)
 
@@ -329,7 +385,7 @@ def _iterate(config: Config, data: Data, solver, outer_tol: Array) -> State:
 
 
 def _xlogy(x: Array, y: Array) -> Array:
-  """``x log y`` with ``0`` where ``x = 0`` or ``y = 0`` (and no NaN gradient there)."""
+  """``x log y`` with ``0`` where ``y = 0`` (and no NaN gradient there)."""
   positive = y > 0
   return jnp.where(positive, x * jnp.log(jnp.where(positive, y, 1.0)), 0.0)
 
@@ -344,47 +400,44 @@ def _with_gradient(value: Array, surrogate: Array) -> Array:
   return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
 
 
-def _marginal_terms(data: Data, r: Array, c: Array, out: SinkhornOutput, kl_plan: Array):
-  """The regularisation's value and a surrogate with its envelope derivatives in ``a``, ``b``,
-  ``ε``, ``τ`` (the plan, of marginals ``r``, ``c``, held fixed)."""
+def _regularisation(data: Data, r: Array, c: Array, f: Array, g: Array, kl: Array):
+  """``ε KL(T ‖ a⊗b) + ρ_a KL(r ‖ a) + ρ_b KL(c ‖ b)`` and a surrogate carrying its envelope
+  derivatives in ``a``, ``b``, ``ε``, ``τ`` (``T``, of marginals ``r``, ``c``, held fixed; a
+  hard marginal's multiplier is its potential)."""
   eps = data.epsilon
-  explicit = -jnp.sum(_xlogy(r, data.a)) - jnp.sum(_xlogy(c, data.b)) + jnp.sum(data.a) * jnp.sum(data.b)
-  value = eps * kl_plan
-  surrogate = eps * _with_gradient(kl_plan, explicit)
-  for w, marginal, potential, tau in ((data.a, r, out.f, data.tau_a), (data.b, c, out.g, data.tau_b)):
+  explicit = (-jnp.sum(_xlogy(r, data.a)) - jnp.sum(_xlogy(c, data.b))
+              + jnp.sum(data.a) * jnp.sum(data.b))
+  value = eps * kl
+  surrogate = eps * _with_gradient(kl, explicit)
+  for w, marginal, potential, tau in ((data.a, r, f, data.tau_a), (data.b, c, g, data.tau_b)):
     relaxed = tau < 1.0
     rho = eps * tau / jnp.where(relaxed, 1.0 - tau, 1.0)
     kl_side = _kl(marginal, w)
     soft = rho * _with_gradient(kl_side, -jnp.sum(_xlogy(marginal, w)) + jnp.sum(w))
-    hard = jnp.sum(jax.lax.stop_gradient(potential) * (w - jax.lax.stop_gradient(w)))
+    hard = jnp.sum(potential * (w - jax.lax.stop_gradient(w)))
     value = value + jnp.where(relaxed, rho * kl_side, 0.0)
     surrogate = surrogate + jnp.where(relaxed, soft, hard)
   return value, surrogate
 
 
-def _factored_objective(config: Config, data: Data, state: State):
-  """``J``, ``KL(T ‖ a⊗b)``, the marginals and a surrogate of ``(1 − β) J + β ⟨C, T⟩`` with its
-  derivatives in the points (plan held fixed), for factored costs."""
+def _factored_surrogate(config: Config, data: Data, f: Array, g: Array, used, r: Array,
+                        c: Array) -> Array:
+  """``(1 − β) J + β ⟨C, T⟩`` as a function of the points with ``T`` held fixed (its derivatives
+  are the envelope ones): two passes of the plan, over ``[R_B, L_B, y']`` and ``[R, L, x']``."""
   stopped = jax.lax.stop_gradient(data)
-  geom = linear_geometry(config, state.used)
-  out = state.out
+  geom = linear_geometry(config, used)
   L1, R1 = T_.factors(stopped.xx)
   L2, R2 = T_.factors(stopped.yy)
-  X_used, Y_used = state.used
   fused = bool(data.xy)
-  rows = [R2, L2, Y_used] + ([stopped.xy[1]] if fused else [])
+  rows = [R2, L2] + ([stopped.xy[1]] if fused else [])
   cols = [R1, L1] + ([stopped.xy[0]] if fused else [])
-  n, m = geom.shape
-  TV = _apply(geom, out, jnp.concatenate(rows + [jnp.ones((m, 1), R2.dtype)], 1), axis=1)
-  TtV = _apply(geom, out, jnp.concatenate(cols + [jnp.ones((n, 1), R1.dtype)], 1), axis=0)
-  TR2, TL2, TY, Typ = _split(TV[:, :-1], [v.shape[1] for v in rows], 4)
-  TtR1, TtL1, Ttxp = _split(TtV[:, :-1], [v.shape[1] for v in cols], 3)
-  r, c = TV[:, -1], TtV[:, -1]
-  linear = jnp.sum(X_used * TY)  # ⟨G_used, T⟩
-  kl_plan = (jnp.dot(out.f, r) + jnp.dot(out.g, c) - linear) / out.epsilon - jnp.sum(r) \
-      + jnp.sum(stopped.a) * jnp.sum(stopped.b)
+  TR2, TL2, *Typ = _split(_apply(geom, stopped, f, g, jnp.concatenate(rows, 1), 1),
+                          [v.shape[1] for v in rows])
+  TtR1, TtL1, *Ttxp = _split(_apply(geom, stopped, f, g, jnp.concatenate(cols, 1), 0),
+                             [v.shape[1] for v in cols])
 
   def gw(x, y):
+    # ⟨A T B, T⟩ = ⟨Rᵀ T R_B, Lᵀ T L_B⟩: bilinear, each side differentiated with the other fixed.
     L1x, R1x = T_.factors(x)
     L2y, R2y = T_.factors(y)
     s_x = jnp.sum(T_.mm(R1x.T, TR2) * T_.mm(L1x.T, TL2))
@@ -396,48 +449,68 @@ def _factored_objective(config: Config, data: Data, state: State):
   surrogate = (1.0 - data.beta) * gw(data.xx, data.yy)
   if fused:
     xp, yp = data.xy
-    cross_x, cross_y = jnp.sum(xp * Typ), jnp.sum(yp * Ttxp)
+    cross_x, cross_y = jnp.sum(xp * Typ[0]), jnp.sum(yp * Ttxp[0])
     lin = (jnp.dot(jnp.sum(xp * xp, 1), r) + jnp.dot(jnp.sum(yp * yp, 1), c)
            - 2.0 * _with_gradient(cross_x, cross_x + cross_y))
     surrogate = surrogate + data.beta * lin
-  return kl_plan, r, c, surrogate
+  return surrogate
 
 
-def _split(v: Array, widths: list, count: int) -> list:
-  parts = jnp.split(v, np.cumsum(widths)[:-1], axis=1)
-  return parts + [None] * (count - len(parts))
-
-
-def _dense_objective(config: Config, data: Data, state: State):
-  """As :func:`_factored_objective`, for dense costs."""
-  plan = jax.lax.stop_gradient(_dense_plan(state.out, state.used))
-  r, c = jnp.sum(plan, 1), jnp.sum(plan, 0)
-  out = jax.lax.stop_gradient(state.out)
-  linear = jnp.sum(jax.lax.stop_gradient(state.used) * plan)
-  kl_plan = (jnp.dot(out.f, r) + jnp.dot(out.g, c) - linear) / out.epsilon - jnp.sum(r) \
-      + jnp.sum(jax.lax.stop_gradient(data.a)) * jnp.sum(jax.lax.stop_gradient(data.b))
+def _dense_surrogate(config: Config, data: Data, f: Array, g: Array, used: Array, r: Array,
+                     c: Array) -> Array:
+  """As :func:`_factored_surrogate`, for dense costs."""
+  plan = _dense_plan(jax.lax.stop_gradient(data), f, g, used)
   surrogate = (1.0 - data.beta) * T_.dense_objective(config.loss, data.xx, data.yy, plan)
   if data.xy:
     surrogate = surrogate + data.beta * jnp.sum(data.xy[0] * plan)
-  return kl_plan, r, c, surrogate
+  return surrogate
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _values(config: Config, data: Data, solved: tuple, value: Array, reg_value: Array):
+  """``(value, reg_value)`` with the envelope derivatives in ``data`` (``solved = (f, g, used,
+  r, c, kl)`` of the last outer step); the passes they need run in the backward pass only."""
+  return value, reg_value
+
+
+def _values_fwd(config, data, solved, value, reg_value):
+  return (value, reg_value), (data, solved)
+
+
+def _values_bwd(config, residuals, cotangents):
+  data, solved = residuals
+  f, g, used, r, c, kl = solved
+  surrogate = _factored_surrogate if config.factored else _dense_surrogate
+
+  def objective(data):
+    return (surrogate(config, data, f, g, used, r, c)
+            + _regularisation(data, r, c, f, g, kl)[1])
+
+  _, vjp = jax.vjp(objective, data)
+  (grad,) = vjp(cotangents[0] + cotangents[1])
+  zeros = jax.tree.map(jnp.zeros_like, solved)
+  return grad, zeros, jnp.zeros_like(cotangents[0]), jnp.zeros_like(cotangents[1])
+
+
+_values.defvjp(_values_fwd, _values_bwd)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _gromov(config: Config, data: Data, solver, outer_tol: Array) -> GWOutput:
-  state = _iterate(config, data, solver, outer_tol)
-  objective = _factored_objective if config.factored else _dense_objective
-  kl_plan, r, c, surrogate = objective(config, data, state)
-  reg, marginal_surrogate = _marginal_terms(data, jax.lax.stop_gradient(r),
-                                            jax.lax.stop_gradient(c), state.out, kl_plan)
-  surrogate = surrogate + marginal_surrogate
-  value = _with_gradient(state.value, surrogate)
-  reg_value = _with_gradient(state.value + reg, surrogate)
+  stopped = jax.lax.stop_gradient(data)
+  state = _iterate(config, stopped, solver, outer_tol)
+  reg, _ = _regularisation(stopped, state.r, state.c, state.f, state.g, state.kl)
+  solved = (state.f, state.g, state.used, state.r, state.c, state.kl)
+  value, reg_value = _values(config, data._replace(init=None), solved, state.value,
+                             state.value + reg)
   finite = jnp.isfinite(state.value) & jnp.isfinite(reg) & jnp.isfinite(state.error)
   outer = result_code(state.error <= outer_tol, ~finite, jnp.asarray(False))
-  result = combine_results(outer, state.out.result)
-  return GWOutput(value=value, reg_value=reg_value, linear_output=state.out,
-                  geom=linear_geometry(config, state.used), n_outer=state.n_outer,
-                  error=state.error, errors=state.errors, result=result)
+  problem = linear_problem(config, stopped, state.used)
+  linear_output = _sinkhorn.assemble_output(problem, state.f, state.g, state.aux,
+                                            total_mass=jnp.sum(state.r))
+  return GWOutput(value=value, reg_value=reg_value, linear_output=linear_output,
+                  geom=problem.geom, n_outer=state.n_outer, error=state.error,
+                  errors=state.errors, result=combine_results(outer, linear_output.result))
 
 
 # --------------------------------------------------------------------------- the entry point

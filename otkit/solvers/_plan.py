@@ -54,6 +54,17 @@ def _check_shape(geom, out: SinkhornOutput) -> None:
                      "data); pass the geometry the problem was solved on.")
 
 
+def _unpack(geom, out):
+  """``(geom, out)``, also for a composite output that carries its linear problem (a
+  :class:`otkit.GWOutput` passed alone, in place of ``geom``)."""
+  if out is None and hasattr(geom, "linear_output") and hasattr(geom, "geom"):
+    return geom.geom, geom.linear_output
+  if out is None:
+    raise ValueError("`out` is missing: pass the geometry and its otkit.SinkhornOutput, or an "
+                     "otkit.GWOutput alone.")
+  return geom, out
+
+
 def _check_vector(name: str, vec, size: int, axis: int):
   vec = V.as_float_array(name, vec)
   if vec.ndim not in (1, 2) or vec.shape[0] != size:
@@ -63,12 +74,13 @@ def _check_vector(name: str, vec, size: int, axis: int):
   return vec
 
 
-def transport_plan(geom, out: SinkhornOutput) -> Array:
+def transport_plan(geom, out: SinkhornOutput | None = None) -> Array:
   """The dense transport plan, shape ``(n, m)``.
 
   Args:
-    geom: the geometry the problem was solved on, shape ``(n, m)``.
-    out: a :class:`otkit.SinkhornOutput`.
+    geom: the geometry the problem was solved on, shape ``(n, m)``; or an
+      :class:`otkit.GWOutput` alone (its coupling).
+    out: a :class:`otkit.SinkhornOutput` (``None`` with a ``GWOutput``).
 
   Returns:
     ``P`` of shape ``(n, m)``: its rows sum to ``a`` and columns to ``b`` when balanced.
@@ -80,14 +92,17 @@ def transport_plan(geom, out: SinkhornOutput) -> Array:
     >>> bool(jnp.allclose(plan.sum(1), 1 / 4, atol=1e-3))
     True
   """
+  geom, out = _unpack(geom, out)
   _check_shape(geom, out)
   log_u, log_v = _log_scalings(out)
   cost = geom.cost_matrix
   return jnp.exp(log_u[:, None] + log_v[None, :] - cost / out.epsilon)
 
 
-def apply_plan(geom, out: SinkhornOutput, vec: Array, *, axis: int = 1) -> Array:
+def apply_plan(geom, out, vec: Array | None = None, *, axis: int = 1) -> Array:
   """Multiplies the plan with a vector or matrix without forming it.
+
+  ``apply_plan(geom, out, vec)``, or ``apply_plan(gw_out, vec)`` for an :class:`otkit.GWOutput`.
 
   Args:
     geom: the geometry the problem was solved on, shape ``(n, m)``.
@@ -106,6 +121,8 @@ def apply_plan(geom, out: SinkhornOutput, vec: Array, *, axis: int = 1) -> Array
     >>> out = otkit.sinkhorn(geom, epsilon=0.01)
     >>> barycentric = otkit.apply_plan(geom, out, geom.y) / out.a[:, None]  # ≈ x + 1
   """
+  if vec is None and hasattr(geom, "linear_output"):
+    geom, out, vec = geom.geom, geom.linear_output, out
   _check_shape(geom, out)
   if axis not in (0, 1) or isinstance(axis, bool):
     raise ValueError(f"`axis` must be 0 or 1; got {axis!r}.")
@@ -116,8 +133,10 @@ def apply_plan(geom, out: SinkhornOutput, vec: Array, *, axis: int = 1) -> Array
   return R.apply_kernel_rows(geom.transpose(), log_v, log_u, out.epsilon, vec)
 
 
-def transport_cost(geom, out: SinkhornOutput) -> Array:
+def transport_cost(geom, out: SinkhornOutput | None = None) -> Array:
   """The linear transport cost ``⟨C, P⟩ = Σ_ij C_ij P_ij``, computed online (a scalar).
+
+  For an :class:`otkit.GWOutput` passed alone, ``C`` is its last linearised cost.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -126,6 +145,7 @@ def transport_cost(geom, out: SinkhornOutput) -> Array:
     >>> round(float(otkit.transport_cost(geom, otkit.sinkhorn(geom, epsilon=1e-3))), 2)
     1.0
   """
+  geom, out = _unpack(geom, out)
   _check_shape(geom, out)
   log_u, log_v = _log_scalings(out)
 

@@ -278,24 +278,32 @@ def solve_problem(problem: _dual.Problem, init, solver, *, symmetric=False) -> S
 
   ``symmetric=True`` runs the averaged update of :func:`symmetric_step` (``b = a``, ``C = Cᵀ``).
   """
-  dtype = problem.a.dtype
   anneal = effective_anneal(solver.anneal, init)
+  solve = functools.partial(iterate, solver=solver, anneal=anneal, symmetric=symmetric)
+  return differentiated_output(solve, problem, controls_of(problem, init, solver),
+                               solver.grad_mode, solver.cg_maxiter)
+
+
+def controls_of(problem: _dual.Problem, init, solver):
+  """``(init, tol, anneal_decay)`` of a solve in the problem's dtype (zeros without ``init``)."""
+  dtype = problem.a.dtype
   init = zero_init(problem) if init is None else init
-  controls = (init, solver.tol_for(dtype), jnp.asarray(solver.anneal_decay, dtype))
+  return (init, solver.tol_for(dtype), jnp.asarray(solver.anneal_decay, dtype))
 
-  def solve(problem, controls):
-    init, tol, decay = controls
-    problem = problem._replace(geom=G.materialize(problem.geom))
-    schedule = Schedule(problem.epsilon, anneal_start(problem, anneal), decay)
-    state = run_sinkhorn(problem, schedule, init, tol, max_iters=solver.max_iters,
-                         fixed_iters=solver.fixed_iters,
-                         differentiable=solver.grad_mode == "unroll", symmetric=symmetric)
-    f, g = _dual.fix_gauge(problem, state.f, state.g)
-    converged = swept_at_target(schedule, state) & (state.error <= tol) & ~state.failed
-    result = result_code(converged, state.failed, stalled(state))
-    return f, g, (result, state.it, state.error)
 
-  return differentiated_output(solve, problem, controls, solver.grad_mode, solver.cg_maxiter)
+def iterate(problem: _dual.Problem, controls, *, solver, anneal, symmetric=False):
+  """The sweeps of a :class:`otkit.Sinkhorn` object from ``controls`` (:func:`controls_of`):
+  gauge-fixed ``(f, g, (result, n_iters, error))``, without the value or derivative rules."""
+  init, tol, decay = controls
+  problem = problem._replace(geom=G.materialize(problem.geom))
+  schedule = Schedule(problem.epsilon, anneal_start(problem, anneal), decay)
+  state = run_sinkhorn(problem, schedule, init, tol, max_iters=solver.max_iters,
+                       fixed_iters=solver.fixed_iters,
+                       differentiable=solver.grad_mode == "unroll", symmetric=symmetric)
+  f, g = _dual.fix_gauge(problem, state.f, state.g)
+  converged = swept_at_target(schedule, state) & (state.error <= tol) & ~state.failed
+  result = result_code(converged, state.failed, stalled(state))
+  return f, g, (result, state.it, state.error)
 
 
 def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: str,
@@ -309,8 +317,16 @@ def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: st
     f, g, aux = solve(problem, controls)
     if grad_mode == "envelope":
       f, g = jax.lax.stop_gradient((f, g))
+  return assemble_output(problem, f, g, aux)
+
+
+def assemble_output(problem: _dual.Problem, f: Array, g: Array, aux,
+                    total_mass: Array | None = None) -> SinkhornOutput:
+  """The :class:`SinkhornOutput` of potentials ``f``, ``g`` and ``aux = (result, n_iters,
+  error)``: the value is the dual objective (``total_mass``, the plan's, saves its pass when
+  known), and non-finite numbers make ``NON_FINITE``."""
   result, n_iters, error = jax.lax.stop_gradient(aux)
-  value = _dual.dual_objective(problem, f, g)
+  value = _dual.dual_objective(problem, f, g, total_mass)
   # Never a number that looks like an answer: non-finite potentials, error or value (costs or ε
   # at the edge of the dtype's range, a run stopped early in an annealing schedule whose value
   # at the target ε overflows) are NON_FINITE, whatever the stopping rule said.
