@@ -21,7 +21,9 @@ in the ``a⊗b``-weighted RMS (the exponent of the Gibbs kernel moves by at most
 
 Point clouds with the squared Euclidean cost use factored intra-costs: ``G`` is then the
 inner-product cost of ``(n, D)`` and ``(m, D)`` features, ``D = d_y + 4`` (``+ d + 2`` fused),
-and the inner solver reduces it online: no ``n × n``, ``m × m`` or ``n × m`` matrix is stored.
+and the inner solver reduces it online: no ``n × n``, ``m × m`` or ``n × m`` matrix is stored
+(as for any point cloud, the solver may store a linearised cost of at most 2²⁵ entries when
+``D ≥ 16``, where reading it is faster than evaluating it).
 
 Derivatives are taken by the envelope theorem at the outer fixed point: the plan is held fixed
 and the multipliers of the hard marginals are the last potentials, which is exact for the
@@ -78,7 +80,7 @@ class GWOutput:
       for factored costs, else a :class:`otkit.CostMatrix`).
     n_outer: outer (linearisation) steps performed.
     error: the last outer error (RMS move of the linearised cost, in units of ``ε``).
-    errors: ``(max_outer_iters,)`` the outer error of every step (NaN after the last).
+    errors: ``(max_outer_iters,)`` the outer error of every step (``−1`` after the last).
     result: an :class:`otkit.Result` code: the worse of the outer loop's and the last inner
       solve's; ``converged`` is ``result == CONVERGED``.
 
@@ -156,7 +158,8 @@ def _x_features(data: Data, r: Array, M: Array) -> Array:
   parts = [(1.0 - data.beta) * gw]
   if data.xy:
     xp = data.xy[0]
-    parts.append(data.beta * jnp.concatenate([jnp.sum(xp * xp, 1, keepdims=True), one, -2.0 * xp], 1))
+    lin = jnp.concatenate([jnp.sum(xp * xp, 1, keepdims=True), one, -2.0 * xp], 1)
+    parts.append(data.beta * lin)
   return jnp.concatenate(parts, 1)
 
 
@@ -206,21 +209,22 @@ def _kl_plan(data: Data, f: Array, g: Array, r: Array, c_dot_g: Array, linear: A
 def _factored_step(config: Config, data: Data, f: Array, g: Array, geom, used):
   """At the plan ``T`` of ``f, g`` on ``geom`` (the linearisation ``used``): the linearisation
   ``(X, Y, M)`` at ``T``, the value of ``T``, its marginals and ``KL(T ‖ a⊗b)``, from one pass
-  of ``T`` over ``[R_B, Y, 1, g]`` (and one of ``Tᵀ`` for the column marginal if unbalanced)."""
+  of ``T`` over ``[Y, g]`` (``Y = [1, ·, L_B, …]`` holds ``1`` and ``L_B``, from which ``T R_B``
+  follows), and one of ``Tᵀ`` for the column marginal if unbalanced."""
   X_used, Y_used, _ = used
   _, R1 = T_.factors(data.xx)
-  _, R2 = T_.factors(data.yy)
   n, m = geom.shape
+  d2 = data.yy.shape[1] + 2
   if config.balanced:
     c, Y, extra = data.b, Y_used, []
   else:
     c = _apply(geom, data, f, g, jnp.ones((n,), data.a.dtype), axis=0)
     Y, extra = _y_features(data, c), [Y_used]
-  cols = [R2, Y, jnp.ones((m, 1), data.a.dtype), g[:, None]] + extra
-  TR2, TY, r, Tg, *rest = _split(_apply(geom, data, f, g, jnp.concatenate(cols, 1), 1),
-                                 [v.shape[1] for v in cols])
-  r = r[:, 0]
-  M = T_.mm(R1.T, TR2)
+  cols = [Y, g[:, None]] + extra
+  TY, Tg, *rest = _split(_apply(geom, data, f, g, jnp.concatenate(cols, 1), 1),
+                         [v.shape[1] for v in cols])
+  r = TY[:, 0]
+  M = T_.mm(R1.T, T_.right_from_left(TY[:, 2:2 + d2]))
   X = _x_features(data, data.a if config.balanced else r, M)
   value = jnp.sum(X * _value_weights(data) * TY)
   kl = _kl_plan(data, f, g, r, jnp.sum(Tg), jnp.sum(X_used * (rest[0] if rest else TY)))
@@ -301,12 +305,14 @@ def _inner_solve(problem: _dual.Problem, solver, f: Array, g: Array):
   """The inner solver warm-started at ``(f, g)``: ``(f, g, (result, n_iters, error))``.
 
   A :class:`otkit.Sinkhorn` object runs its sweeps alone (the value of each linearised problem
-  is not needed, only the last one's); other solver objects run whole.
+  is not needed, only the last one's), at least one: the cost has moved since ``(f, g)`` were
+  solved, so their error is not checked first. Other solver objects run whole.
   """
   if isinstance(solver, Sinkhorn):
     controls = _sinkhorn.controls_of(problem, (f, g), solver)
     return _sinkhorn.iterate(problem, controls, solver=solver,
-                             anneal=_sinkhorn.effective_anneal(solver.anneal, (f, g)))
+                             anneal=_sinkhorn.effective_anneal(solver.anneal, (f, g)),
+                             check_init=False)
   out = solve_validated(problem, solver, init=(f, g))
   return out.f, out.g, (out.result, out.n_iters, out.error)
 
@@ -354,7 +360,7 @@ def _iterate(config: Config, data: Data, solver, outer_tol: Array) -> State:
   zero, inf = jnp.zeros((), dtype), jnp.asarray(jnp.inf, dtype)
   aux0 = (jnp.asarray(Result.MAX_ITERS, jnp.int32), jnp.zeros((), jnp.int32), inf)
   state = State(lin0, lin0, jnp.zeros_like(data.a), jnp.zeros_like(data.b), aux0, zero, data.a,
-                data.b, zero, inf, jnp.full((config.max_outer_iters,), jnp.nan, dtype),
+                data.b, zero, inf, jnp.full((config.max_outer_iters,), -1.0, dtype),
                 jnp.zeros((), jnp.int32))
   roots = None
   if config.factored and config.balanced:
@@ -367,6 +373,9 @@ def _iterate(config: Config, data: Data, solver, outer_tol: Array) -> State:
 
   def body(s: State) -> State:
     problem = linear_problem(config, data, s.lin)
+    # Stored once per step when reading is faster than evaluating (D ≥ 16, small enough), for
+    # the inner solve and the pass of the plan alike.
+    problem = problem._replace(geom=G.materialize(problem.geom))
     f, g, aux = _inner_solve(problem, solver, s.f, s.g)
     if config.factored:
       new, value, r, c, kl = _factored_step(config, data, f, g, problem.geom, s.lin)
@@ -524,7 +533,10 @@ def check_intra(name: str, geom, loss: str = "square"):
                      f"(otkit.PointCloud(x) or a square otkit.CostMatrix); got "
                      f"{type(geom).__name__}.")
   same = isinstance(geom, PointCloud) and geom.y is geom.x
-  geom = geom.validate()
+  try:
+    geom = geom.validate()
+  except ValueError as err:
+    raise ValueError(f"`{name}`: {err}") from None
   n, m = geom.shape
   if n != m:
     raise ValueError(f"`{name}` must be square, the costs within one measure (n, n); got shape "
@@ -575,7 +587,10 @@ def _check_fused(geom_xy, beta: Array, shape: tuple[int, int]):
   if value is not None and value == 0.0:
     raise ValueError("`geom_xy` is given but `fused_penalty` is 0: pass fused_penalty in (0, 1] "
                      "(the weight of the linear cost), or drop geom_xy.")
-  geom_xy = G.validate_geometry(geom_xy)
+  try:
+    geom_xy = G.validate_geometry(geom_xy)
+  except ValueError as err:
+    raise ValueError(f"`geom_xy`: {err}") from None
   if tuple(geom_xy.shape) != shape:
     raise ValueError(f"`geom_xy` must have shape {shape} (the sizes of geom_xx and geom_yy); got "
                      f"{tuple(geom_xy.shape)}.")
@@ -701,7 +716,7 @@ def gromov_wasserstein(geom_xx, geom_yy, a=None, b=None, *, epsilon, geom_xy=Non
     xy = ()
     if geom_xy is not None:
       centre = jnp.mean(geom_xy.y, axis=0).astype(dtype)
-      xy = (T_.centred(geom_xy.x.astype(dtype), centre), T_.centred(geom_xy.y.astype(dtype), centre))
+      xy = tuple(T_.centred(z.astype(dtype), centre) for z in (geom_xy.x, geom_xy.y))
   else:
     xx, yy = dense_costs(geom_xx, dtype), dense_costs(geom_yy, dtype)
     xy = () if geom_xy is None else (dense_costs(geom_xy, dtype),)

@@ -51,6 +51,11 @@ def factors(x: Array) -> tuple[Array, Array]:
   return jnp.concatenate([u, one, -2.0 * x], 1), jnp.concatenate([one, u, x], 1)
 
 
+def right_from_left(left: Array) -> Array:
+  """``R = [1, ‖x‖², x]`` from ``L = [‖x‖², 1, −2x]`` (also for ``T L`` and ``T R``: linear)."""
+  return jnp.concatenate([left[:, 1:2], left[:, :1], -0.5 * left[:, 2:]], 1)
+
+
 def factored_square(left: Array, right: Array, w: Array) -> Array:
   """``((A ∘ A) w)_i`` for ``A = left rightᵀ``: ``left_iᵀ (rightᵀ diag(w) right) left_i``."""
   gram = mm(right.T * w, right)

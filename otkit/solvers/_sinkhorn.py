@@ -203,11 +203,17 @@ def _done(schedule: Schedule, tol: Array, max_iters: int, state: SinkhornState) 
 
 
 def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Array,
-                  symmetric: bool = False) -> SinkhornState:
-  """The state before the first sweep; a symmetric problem (``g0 = f0``) needs one reduction."""
+                  symmetric: bool = False, check: bool = True) -> SinkhornState:
+  """The state before the first sweep; a symmetric problem (``g0 = f0``) needs one reduction.
+
+  ``check=False`` skips the error of ``(f0, g0)`` (one reduction): the error is ``inf`` and at
+  least one sweep runs, for warm starts known not to be converged.
+  """
   eps0 = schedule(jnp.asarray(0))
   lf = _half_step(problem.geom, _dual.safe_log(problem.b), g0, eps0)
-  if symmetric:
+  if not check:
+    error = jnp.asarray(jnp.inf, lf.dtype)
+  elif symmetric:
     error = 2.0 * row_error(problem, f0, lf, eps0)
   else:
     lg = _half_step(problem.geom.transpose(), _dual.safe_log(problem.a), f0, eps0)
@@ -219,7 +225,7 @@ def initial_state(problem: _dual.Problem, schedule: Schedule, f0: Array, g0: Arr
 
 def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, Array], tol: Array,
                  *, max_iters: int, fixed_iters: int | None, differentiable: bool,
-                 symmetric: bool = False) -> SinkhornState:
+                 symmetric: bool = False, check_init: bool = True) -> SinkhornState:
   """Iterates to the tolerance (``while_loop``), or a static number of sweeps (``scan``).
 
   ``differentiable=True`` uses a ``scan`` of ``max_iters`` steps that freezes after convergence,
@@ -231,7 +237,7 @@ def run_sinkhorn(problem: _dual.Problem, schedule: Schedule, init: tuple[Array, 
     geom_t = problem.geom.transpose()  # once, outside the loop
     step = functools.partial(sinkhorn_step, problem, geom_t, schedule)
   done = functools.partial(_done, schedule, tol, max_iters)
-  state = initial_state(problem, schedule, *init, symmetric=symmetric)
+  state = initial_state(problem, schedule, *init, symmetric=symmetric, check=check_init)
   if fixed_iters is not None:
     return jax.lax.scan(lambda s, _: (step(s), None), state, None, length=fixed_iters)[0]
   return bounded_loop(lambda s: ~done(s), step, state, max_iters, differentiable)
@@ -291,15 +297,18 @@ def controls_of(problem: _dual.Problem, init, solver):
   return (init, solver.tol_for(dtype), jnp.asarray(solver.anneal_decay, dtype))
 
 
-def iterate(problem: _dual.Problem, controls, *, solver, anneal, symmetric=False):
+def iterate(problem: _dual.Problem, controls, *, solver, anneal, symmetric=False,
+            check_init=True):
   """The sweeps of a :class:`otkit.Sinkhorn` object from ``controls`` (:func:`controls_of`):
-  gauge-fixed ``(f, g, (result, n_iters, error))``, without the value or derivative rules."""
+  gauge-fixed ``(f, g, (result, n_iters, error))``, without the value or derivative rules
+  (``check_init``: see :func:`initial_state`)."""
   init, tol, decay = controls
   problem = problem._replace(geom=G.materialize(problem.geom))
   schedule = Schedule(problem.epsilon, anneal_start(problem, anneal), decay)
   state = run_sinkhorn(problem, schedule, init, tol, max_iters=solver.max_iters,
                        fixed_iters=solver.fixed_iters,
-                       differentiable=solver.grad_mode == "unroll", symmetric=symmetric)
+                       differentiable=solver.grad_mode == "unroll", symmetric=symmetric,
+                       check_init=check_init)
   f, g = _dual.fix_gauge(problem, state.f, state.g)
   converged = swept_at_target(schedule, state) & (state.error <= tol) & ~state.failed
   result = result_code(converged, state.failed, stalled(state))
