@@ -32,15 +32,19 @@ def make_problem(geom, a, b, epsilon, tau_a=1.0, tau_b=1.0) -> _dual.Problem:
     raise ValueError(f"`geom` must be an otkit geometry (otkit.PointCloud, otkit.CostMatrix, "
                      f"otkit.LabelledPointCloud); got {type(geom).__name__}.")
   geom = geom.validate()
-  dtype = geom.dtype
-  n, m = geom.shape
-  a = V.check_weights("a", a, n, dtype)
-  b = V.check_weights("b", b, m, dtype)
+  return _dual.Problem(geom, *check_marginals(a, b, epsilon, tau_a, tau_b, geom.shape, geom.dtype))
+
+
+def check_marginals(a, b, epsilon, tau_a, tau_b, shape: tuple[int, int], dtype):
+  """Validates the weights (``None``: uniform), ε and τ of a problem of ``shape`` in ``dtype``;
+  hard marginals need equal masses. Returns ``(a, b, epsilon, tau_a, tau_b)``."""
+  a = V.check_weights("a", a, shape[0], dtype)
+  b = V.check_weights("b", b, shape[1], dtype)
   epsilon = V.check_positive("epsilon", epsilon, dtype)
   tau_a = V.check_tau("tau_a", tau_a, dtype)
   tau_b = V.check_tau("tau_b", tau_b, dtype)
   V.check_equal_mass(a, b, tau_a, tau_b)
-  return _dual.Problem(geom, a, b, epsilon, tau_a, tau_b)
+  return a, b, epsilon, tau_a, tau_b
 
 
 def check_init(init, n: int, m: int, dtype):

@@ -210,12 +210,15 @@ def test_lower_bound_below_every_coupling_and_tight_on_isometries():
       bound = otkit.gw_lower_bound(otkit.CostMatrix(G1), otkit.CostMatrix(G2),
                                    signature=signature)
       assert float(bound) <= best * (1 + 1e-12)
-  out = otkit.gromov_wasserstein(otkit.PointCloud(X), otkit.PointCloud(Y), A, B, epsilon=EPS,
-                                 **TIGHT)
-  for geoms in ((otkit.PointCloud(X), otkit.PointCloud(Y)),
-                (otkit.CostMatrix(C1), otkit.CostMatrix(C2))):
-    for signature in ("strength", "eccentricity"):
-      assert 0 < float(otkit.gw_lower_bound(*geoms, A, B, signature=signature)) <= float(out.value)
+  for seed in range(3):
+    x, y, a, b = _problem(seed)
+    out = otkit.gromov_wasserstein(otkit.PointCloud(x), otkit.PointCloud(y), a, b, epsilon=EPS,
+                                   **TIGHT)
+    for geoms in ((otkit.PointCloud(x), otkit.PointCloud(y)),
+                  (otkit.CostMatrix(ot.dist(x, x)), otkit.CostMatrix(ot.dist(y, y)))):
+      for signature in ("strength", "eccentricity"):
+        bound = float(otkit.gw_lower_bound(*geoms, a, b, signature=signature))
+        assert 0 < bound <= float(out.value)
   # Isometries: a rotated point cloud, a permuted graph.
   rotation = np.linalg.qr(rng.normal(size=(2, 2)))[0]
   perm = rng.permutation(N)
