@@ -693,7 +693,7 @@ def gromov_wasserstein(geom_xx, geom_yy, a=None, b=None, *, epsilon, geom_xy=Non
 
   Example:
     >>> import jax, otkit
-    >>> x = jax.random.uniform(jax.random.key(0), (40, 2))
+    >>> x = jax.random.uniform(jax.random.key(0), (40, 2), dtype=jax.numpy.float32)
     >>> rotation = jax.numpy.array([[0.0, -1.0], [1.0, 0.0]])
     >>> out = otkit.gromov_wasserstein(otkit.PointCloud(x), otkit.PointCloud(x @ rotation),
     ...                                epsilon=0.01)

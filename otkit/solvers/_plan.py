@@ -60,8 +60,8 @@ def _unpack(geom, out):
   if out is None and hasattr(geom, "linear_output") and hasattr(geom, "geom"):
     return geom.geom, geom.linear_output
   if out is None:
-    raise ValueError("`out` is missing: pass the geometry and its otkit.SinkhornOutput, or an "
-                     "otkit.GWOutput alone.")
+    raise ValueError("`out` must be an otkit.SinkhornOutput (with the geometry it was solved on), "
+                     "or pass an otkit.GWOutput alone; got None.")
   return geom, out
 
 
