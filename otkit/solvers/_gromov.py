@@ -116,7 +116,6 @@ class Config:
   balanced: bool
   symmetric: bool  # dense intra-costs only
   fused: bool
-  init: str  # "product", "sparse" (rows, cols, mass) or "dense" (an (n, m) plan)
   max_outer_iters: int
 
 
@@ -132,7 +131,7 @@ class Data(NamedTuple):
   tau_a: Array
   tau_b: Array
   beta: Array
-  init: Any  # None, (rows, cols, mass) or an (n, m) plan
+  init: Any  # the initial coupling, as :func:`initial_coupling` gives it
 
 
 class State(NamedTuple):
@@ -323,32 +322,35 @@ def _inner_solve(problem: _dual.Problem, solver, f: Array, g: Array):
   return out.f, out.g, (out.result, out.n_iters, out.error)
 
 
-def _initial_coupling(config: Config, data: Data):
-  """``(T₀ R_B, r₀, c₀)`` (factored) or the dense ``T₀`` of the initial coupling."""
-  a, b = data.a, data.b
+def initial_coupling(kind: str, init, yy: Array, a: Array, b: Array, factored: bool):
+  """What the first linearisation needs of the initial coupling ``T₀``: ``(T₀ R_B, T₀1, T₀ᵀ1)``
+  for factored costs (O((n + m)·d) for the product and sparse couplings), else ``T₀`` itself.
+
+  ``kind``: ``"product"`` (``a ⊗ b / Σb``), ``"sparse"`` (``init = (rows, cols, mass)``) or
+  ``"dense"`` (``init`` an ``(n, m)`` plan).
+  """
   n, m = a.shape[0], b.shape[0]
-  if config.init == "product":  # a ⊗ b / Σb: marginals a and b Σa / Σb
-    if not config.factored:
+  if kind == "product":
+    if not factored:
       return jnp.outer(a, b) / jnp.sum(b)
-    _, R2 = T_.factors(data.yy)
+    _, R2 = T_.factors(yy)
     return jnp.outer(a, T_.mm(R2.T, b)) / jnp.sum(b), a, b * jnp.sum(a) / jnp.sum(b)
-  if config.init == "sparse":
-    rows, cols, mass = data.init
-    if not config.factored:
+  if kind == "sparse":
+    rows, cols, mass = init
+    if not factored:
       return jnp.zeros((n, m), a.dtype).at[rows, cols].add(mass)
-    _, R2 = T_.factors(data.yy)
+    _, R2 = T_.factors(yy)
     TR2 = jnp.zeros((n, R2.shape[1]), a.dtype).at[rows].add(mass[:, None] * R2[cols])
     return (TR2, jnp.zeros((n,), a.dtype).at[rows].add(mass),
             jnp.zeros((m,), a.dtype).at[cols].add(mass))
-  plan = data.init
-  if not config.factored:
-    return plan
-  _, R2 = T_.factors(data.yy)
-  return T_.mm(plan, R2), jnp.sum(plan, 1), jnp.sum(plan, 0)
+  if not factored:
+    return init
+  _, R2 = T_.factors(yy)
+  return T_.mm(init, R2), jnp.sum(init, 1), jnp.sum(init, 0)
 
 
 def _initial_linearisation(config: Config, data: Data):
-  coupling = _initial_coupling(config, data)
+  coupling = data.init  # from initial_coupling
   if not config.factored:
     return _dense_gradient_and_value(config, data, coupling)[0]
   TR2, r, c = coupling
@@ -731,9 +733,10 @@ def gromov_wasserstein(geom_xx, geom_yy, a=None, b=None, *, epsilon, geom_xy=Non
     if loss == "kl":
       _check_kl_costs(xx, yy)
   init_kind, init_data = _check_init(init, xx, yy, a, b, factored)
+  coupling = jax.lax.stop_gradient(initial_coupling(init_kind, init_data, yy, a, b, factored))
   config = Config(factored=factored, loss=loss,
                   balanced=_concrete_one(tau_a) and _concrete_one(tau_b),
                   symmetric=not factored and _is_symmetric(xx) and _is_symmetric(yy),
-                  fused=geom_xy is not None, init=init_kind, max_outer_iters=max_outer_iters)
-  data = Data(xx, yy, xy, a, b, epsilon, tau_a, tau_b, beta, init_data)
+                  fused=geom_xy is not None, max_outer_iters=max_outer_iters)
+  data = Data(xx, yy, xy, a, b, epsilon, tau_a, tau_b, beta, coupling)
   return _gromov(config, data, solver, outer_tol)
