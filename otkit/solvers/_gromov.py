@@ -443,18 +443,18 @@ def _regularisation(data: Data, r: Array, c: Array, f: Array, g: Array, kl: Arra
 def _factored_surrogate(config: Config, data: Data, f: Array, g: Array, used, r: Array,
                         c: Array) -> Array:
   """``(1 − β) J + β ⟨C, T⟩`` as a function of the points with ``T`` held fixed (its derivatives
-  are the envelope ones): two passes of the plan, over ``[R_B, L_B, y']`` and ``[R, L, x']``."""
+  are the envelope ones): two passes of the plan, over ``[L_B, y']`` and ``[L, x']`` (``T R_B``
+  and ``Tᵀ R`` follow from them)."""
   stopped = jax.lax.stop_gradient(data)
   geom = linear_geometry(config, used)
-  L1, R1 = T_.factors(stopped.xx)
-  L2, R2 = T_.factors(stopped.yy)
   fused = bool(data.xy)
-  rows = [R2, L2] + ([stopped.xy[1]] if fused else [])
-  cols = [R1, L1] + ([stopped.xy[0]] if fused else [])
-  TR2, TL2, *Typ = _split(_apply(geom, stopped, f, g, jnp.concatenate(rows, 1), 1),
-                          [v.shape[1] for v in rows])
-  TtR1, TtL1, *Ttxp = _split(_apply(geom, stopped, f, g, jnp.concatenate(cols, 1), 0),
-                             [v.shape[1] for v in cols])
+  rows = [T_.factors(stopped.yy)[0]] + ([stopped.xy[1]] if fused else [])
+  cols = [T_.factors(stopped.xx)[0]] + ([stopped.xy[0]] if fused else [])
+  TL2, *Typ = _split(_apply(geom, stopped, f, g, jnp.concatenate(rows, 1), 1),
+                     [v.shape[1] for v in rows])
+  TtL1, *Ttxp = _split(_apply(geom, stopped, f, g, jnp.concatenate(cols, 1), 0),
+                       [v.shape[1] for v in cols])
+  TR2, TtR1 = T_.right_from_left(TL2), T_.right_from_left(TtL1)
 
   def gw(x, y):
     # ⟨A T B, T⟩ = ⟨Rᵀ T R_B, Lᵀ T L_B⟩: bilinear, each side differentiated with the other fixed.
