@@ -237,9 +237,11 @@ def _factored_step(config: Config, data: Data, f: Array, g: Array, geom, used):
 
 
 def _gram_root(left: Array, w: Array) -> Array:
-  """A square root ``S`` of ``leftᵀ diag(w) left`` (``SᵀS`` equal to it; eigenvalues clamped)."""
-  lam, vecs = jnp.linalg.eigh(T_.mm(left.T * w, left))
-  return (vecs * jnp.sqrt(jnp.maximum(lam, 0.0))) @ vecs.T
+  """A square root ``S`` of ``leftᵀ diag(w) left`` (``SᵀS`` equal to it; eigenvalues clamped),
+  computed in at least float32 (no 16-bit eigensolver)."""
+  gram = T_.mm(left.T * w, left)
+  lam, vecs = jnp.linalg.eigh(gram.astype(jnp.promote_types(gram.dtype, jnp.float32)))
+  return ((vecs * jnp.sqrt(jnp.maximum(lam, 0.0))) @ vecs.T).astype(gram.dtype)
 
 
 def _factored_change(config: Config, data: Data, roots, new, old) -> Array:
