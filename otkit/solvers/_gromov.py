@@ -57,6 +57,7 @@ from otkit.geometry._costs import Dot
 from otkit.solvers import _dual, _sinkhorn
 from otkit.solvers import _gromov_terms as T_
 from otkit.solvers._output import Result, SinkhornOutput, combine_results, result_code
+from otkit.solvers._plan import apply_scaled, log_scalings, plan_matrix
 from otkit.solvers._solve import check_marginals, solve_validated
 from otkit.solvers._solver import Sinkhorn, check_solver
 
@@ -188,16 +189,10 @@ def _value_weights(data: Data) -> Array:
   return jnp.concatenate([jnp.full((d_gw,), 0.5), jnp.ones((d_lin,))]).astype(data.a.dtype)
 
 
-def _scalings(data: Data, f: Array, g: Array) -> tuple[Array, Array]:
-  return (_dual.safe_log(data.a) + f / data.epsilon, _dual.safe_log(data.b) + g / data.epsilon)
-
-
 def _apply(geom, data: Data, f: Array, g: Array, vec: Array, axis: int) -> Array:
   """``T vec`` (``axis=1``) or ``Tᵀ vec`` (``axis=0``) for the plan of ``f, g`` on ``geom``."""
-  log_u, log_v = _scalings(data, f, g)
-  if axis == 1:
-    return R.apply_kernel_rows(geom, log_u, log_v, data.epsilon, vec)
-  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, data.epsilon, vec)
+  log_u, log_v = log_scalings(data.a, data.b, f, g, data.epsilon)
+  return apply_scaled(geom, log_u, log_v, data.epsilon, vec, axis)
 
 
 def _split(v: Array, widths: list) -> list:
@@ -277,8 +272,7 @@ def _dense_gradient_and_value(config: Config, data: Data, plan: Array):
 
 
 def _dense_plan(data: Data, f: Array, g: Array, cost: Array) -> Array:
-  log_u, log_v = _scalings(data, f, g)
-  return jnp.exp(log_u[:, None] + log_v[None, :] - cost / data.epsilon)
+  return plan_matrix(cost, *log_scalings(data.a, data.b, f, g, data.epsilon), data.epsilon)
 
 
 def _dense_step(config: Config, data: Data, f: Array, g: Array, used: Array):

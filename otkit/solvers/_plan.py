@@ -21,8 +21,26 @@ from otkit.solvers._output import SinkhornOutput
 Array = jax.Array
 
 
+def log_scalings(a: Array, b: Array, f: Array, g: Array, epsilon: Array) -> tuple[Array, Array]:
+  """``(log a + f/ε, log b + g/ε)``: the plan is ``exp(log_u ⊕ log_v − C/ε)``."""
+  return safe_log(a) + f / epsilon, safe_log(b) + g / epsilon
+
+
+def plan_matrix(cost: Array, log_u: Array, log_v: Array, epsilon: Array) -> Array:
+  """The dense plan ``exp(log_u ⊕ log_v − C/ε)`` of a cost matrix ``(n, m)``."""
+  return jnp.exp(log_u[:, None] + log_v[None, :] - cost / epsilon)
+
+
+def apply_scaled(geom, log_u: Array, log_v: Array, epsilon: Array, vec: Array, axis: int) -> Array:
+  """``P vec`` (``axis=1``) or ``Pᵀ vec`` (``axis=0``) for ``P = exp(log_u ⊕ log_v − C/ε)`` on
+  ``geom``, online (no check of the arguments)."""
+  if axis == 1:
+    return R.apply_kernel_rows(geom, log_u, log_v, epsilon, vec)
+  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, epsilon, vec)
+
+
 def _log_scalings(out: SinkhornOutput) -> tuple[Array, Array]:
-  return safe_log(out.a) + out.f / out.epsilon, safe_log(out.b) + out.g / out.epsilon
+  return log_scalings(out.a, out.b, out.f, out.g, out.epsilon)
 
 
 def _check_shape(geom, out: SinkhornOutput) -> None:
@@ -94,9 +112,7 @@ def transport_plan(geom, out: SinkhornOutput | None = None) -> Array:
   """
   geom, out = _unpack(geom, out)
   _check_shape(geom, out)
-  log_u, log_v = _log_scalings(out)
-  cost = geom.cost_matrix
-  return jnp.exp(log_u[:, None] + log_v[None, :] - cost / out.epsilon)
+  return plan_matrix(geom.cost_matrix, *_log_scalings(out), out.epsilon)
 
 
 def apply_plan(geom, out, vec: Array | None = None, *, axis: int = 1) -> Array:
@@ -127,10 +143,7 @@ def apply_plan(geom, out, vec: Array | None = None, *, axis: int = 1) -> Array:
   if axis not in (0, 1) or isinstance(axis, bool):
     raise ValueError(f"`axis` must be 0 or 1; got {axis!r}.")
   vec = _check_vector("vec", vec, geom.shape[axis], axis).astype(out.f.dtype)
-  log_u, log_v = _log_scalings(out)
-  if axis == 1:
-    return R.apply_kernel_rows(geom, log_u, log_v, out.epsilon, vec)
-  return R.apply_kernel_rows(geom.transpose(), log_v, log_u, out.epsilon, vec)
+  return apply_scaled(geom, *_log_scalings(out), out.epsilon, vec, axis)
 
 
 def transport_cost(geom, out: SinkhornOutput | None = None) -> Array:
