@@ -199,8 +199,8 @@ def test_float32_small_epsilon_plateaus_are_not_mistaken_for_the_precision_floor
 def test_a_float32_precision_floor_is_reported_as_stalled():
   # tol = 1e-8 is below what float32 can reach at this ε: the run stops at the floor, says so,
   # and the error it reports is the one recomputed from its potentials (float64 plan). The error
-  # creeps down on the floor for a while (how long depends on the rounding: 1.7e4 to 4.5e4
-  # sweeps on one CPU with and without centring the points), so the cap leaves room.
+  # creeps down on the floor for a while (how long depends on the rounding: 6e3 to 1.7e4 sweeps
+  # on one CPU under two XLA optimisation levels), so the cap leaves room.
   rng = np.random.default_rng(0)
   x = rng.normal(size=(30, 2)).astype(np.float32)
   y = (0.8 * rng.normal(size=(30, 2)) + 1.0).astype(np.float32)
