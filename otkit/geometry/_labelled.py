@@ -48,6 +48,7 @@ class LabelledPointCloud:
     label_cost_xx, label_cost_yy: optional within-dataset class costs ``(k_x, k_x)`` and
       ``(k_y, k_y)``; with them the geometry has self-pairs (x with x, y with y), and
       :func:`otkit.sinkhorn_divergence` accepts it.
+    vmap_size: static; as for :class:`otkit.PointCloud`.
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -69,16 +70,18 @@ class LabelledPointCloud:
   chunk_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
   label_cost_xx: Array | None = None
   label_cost_yy: Array | None = None
+  vmap_size: int = dataclasses.field(default=1, metadata=dict(static=True))
 
   def __init__(self, x, labels_x, y, labels_y, label_cost, cost_fn=None, feature_weight=1.0,
-               label_weight=1.0, chunk_size=None, label_cost_xx=None, label_cost_yy=None):
+               label_weight=1.0, chunk_size=None, label_cost_xx=None, label_cost_yy=None,
+               vmap_size=1):
     # Structural normalisation only (JAX calls this when rebuilding the pytree); values are
     # checked by `validate` at the public entry points.
     for name, value in (("x", x), ("labels_x", labels_x), ("y", y), ("labels_y", labels_y),
                         ("label_cost", label_cost), ("cost_fn", _costs.as_cost(cost_fn)),
                         ("feature_weight", feature_weight), ("label_weight", label_weight),
                         ("chunk_size", chunk_size), ("label_cost_xx", label_cost_xx),
-                        ("label_cost_yy", label_cost_yy)):
+                        ("label_cost_yy", label_cost_yy), ("vmap_size", vmap_size)):
       object.__setattr__(self, name, value)
 
   @property
@@ -95,7 +98,7 @@ class LabelledPointCloud:
 
   @property
   def block_rows(self) -> int:
-    return G.auto_block_rows(*self.shape, self.chunk_size)
+    return G.auto_block_rows(*self.shape, self.chunk_size, self.vmap_size)
 
   def block_cost(self, rows: tuple[Array, Array]) -> Array:
     """Costs of a block of source rows ``(x (B, d), labels (B,))`` against every target, ``(B, m)``."""
@@ -196,4 +199,5 @@ def validate(geom: LabelledPointCloud) -> LabelledPointCloud:
       V.check_finite(name, table)
     within[name] = table
   return G.replace_fields(geom, x=x.astype(dtype), y=y.astype(dtype), labels_x=labels_x,
-                          labels_y=labels_y, label_cost=cost, **weights, **within)
+                          labels_y=labels_y, label_cost=cost, **weights, **within,
+                          vmap_size=G.checked_vmap_size(geom.vmap_size, x, y))

@@ -94,3 +94,47 @@ def test_bad_cost_matrix_raises():
     otkit.sinkhorn(otkit.CostMatrix(np.array([[0.0, np.nan]])), epsilon=0.1)
   with pytest.raises(ValueError, match="cost_matrix"):
     otkit.sinkhorn(otkit.CostMatrix(np.zeros(3)), epsilon=0.1)
+
+
+def test_validation_under_vmap_records_the_batch_and_shrinks_the_automatic_block():
+  from otkit.geometry._geometry import auto_block_rows
+  n, m = 1500, 1500
+  single = auto_block_rows(n, m, None)
+  assert single < n  # the problem is blocked at all
+  seen = {}
+
+  def record(key):
+    def fn(x, y):
+      geom = otkit.PointCloud(x, y).validate()
+      seen[key] = (geom.vmap_size, geom.block_rows, geom.transpose().block_rows,
+                   otkit.PointCloud(x, y, chunk_size=7).validate().block_rows)
+      return x
+    return fn
+
+  x = jnp.zeros((4, 2, n, 2), jnp.float32)
+  record("one")(x[0, 0], x[0, 0])
+  jax.vmap(record("vmap"))(x[0], x[0])
+  jax.vmap(jax.vmap(record("nested"), in_axes=(0, None)), in_axes=(0, None))(x, x[0, 0])
+  jax.grad(lambda x: jax.vmap(record("grad"))(x, x).sum())(x[0])
+  assert seen["one"] == (1, single, single, 7)
+  assert seen["vmap"] == (2, single, single, 7)  # two problems still fit one block's budget
+  assert seen["nested"] == (8, single // 4, single // 4, 7)
+  assert seen["grad"] == (2, single, single, 7)
+  with pytest.raises(ValueError, match="`vmap_size`"):
+    otkit.PointCloud(x[0, 0], x[0, 0], vmap_size=0).validate()
+  with pytest.raises(ValueError, match="`vmap_size`"):
+    otkit.CostMatrix(np.zeros((2, 2)), vmap_size=1.5).validate()
+
+
+def test_vmap_with_batch_blocks_equals_a_loop(rng):
+  # 1500 × 1500 entries are blocked; under a vmap of 4 the blocks are half as tall.
+  xs = rng.normal(size=(4, 1500, 2))
+  ys = rng.normal(size=(4, 1500, 2)) + 1.0
+  solver = otkit.Sinkhorn(fixed_iters=3, anneal=False)
+
+  def f(x, y):
+    return otkit.solve(otkit.PointCloud(x, y), epsilon=0.5, solver=solver).f
+
+  batched = jax.jit(jax.vmap(f))(xs, ys)
+  for i in (0, 3):
+    np.testing.assert_allclose(batched[i], jax.jit(f)(xs[i], ys[i]), rtol=0, atol=1e-12)
