@@ -26,11 +26,9 @@ Writes ``barycenter.json`` and ``barycenter.md`` (``.quick.*`` with ``--quick``)
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -131,16 +129,8 @@ def reference(x, hists, eps):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--cap", type=float, default=300.0)
-  parser.add_argument("--rows", type=str, default=None,
-                      help="comma-separated indices of the (n, ε) rows to run (default: all)")
-  parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-  args = parser.parse_args()
-  grid = QUICK if args.quick else FULL
-  if args.rows:
-    grid = [grid[int(i)] for i in args.rows.split(",")]
+  args = harness.grid_arguments(__doc__.splitlines()[0], "(n, ε)").parse_args()
+  grid = harness.grid_rows(args, QUICK, FULL)
   rows, data = [], []
   for n, eps in grid:
     x, hists = problem(n)

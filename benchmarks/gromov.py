@@ -29,10 +29,8 @@ Writes ``gromov.json`` and ``gromov.md`` (``.quick.*`` with ``--quick``).
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -142,17 +140,10 @@ def lower_bounds(x, y, ref: float) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--cap", type=float, default=300.0)
+  parser = harness.grid_arguments(__doc__.splitlines()[0], "(n, d)")
   parser.add_argument("--target", type=float, default=1e-3)
-  parser.add_argument("--rows", type=str, default=None,
-                      help="comma-separated indices of the (n, d) rows to run (default: all)")
-  parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
   args = parser.parse_args()
-  grid = QUICK if args.quick else FULL
-  if args.rows:
-    grid = [grid[int(i)] for i in args.rows.split(",")]
+  grid = harness.grid_rows(args, QUICK, FULL)
   stem = "gromov.quick" if args.quick else "gromov"
   rows, data = [], []
   for n, d in grid:

@@ -18,6 +18,7 @@ Imported by the scripts of this folder as ``import harness``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -227,6 +228,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list
   lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
   return lines
+
+
+def grid_arguments(description: str, rows_of: str, cap_s: float = 300.0) -> argparse.ArgumentParser:
+  """The command line of a grid benchmark: ``--quick`` (its small grid), ``--cap`` (seconds a
+  peer may run), ``--rows`` (indices of the grid's rows, ``rows_of`` names what a row is) and
+  ``--out`` (the results folder); a script adds its own options to the parser."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--cap", type=float, default=cap_s)
+  parser.add_argument("--rows", type=str, default=None,
+                      help=f"comma-separated indices of the {rows_of} rows to run (default: all)")
+  parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+  return parser
+
+
+def grid_rows(args: argparse.Namespace, quick: Sequence, full: Sequence) -> list:
+  """The rows that :func:`grid_arguments`' options select from a script's two grids."""
+  grid = list(quick if args.quick else full)
+  return [grid[int(i)] for i in args.rows.split(",")] if args.rows else grid
 
 
 def write_results(out: Path | str, stem: str, data: Any, table: str) -> str:
