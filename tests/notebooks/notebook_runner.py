@@ -30,15 +30,7 @@ def run_notebook(name: str) -> None:
   notebook.cells.insert(0, nbformat.v4.new_code_cell(WARNINGS_AS_ERRORS))
   client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                    resources={"metadata": {"path": str(path.parent)}})
-  previous = os.environ.get("OTKIT_NOTEBOOK_SIZE")
-  os.environ["OTKIT_NOTEBOOK_SIZE"] = "small"  # the kernel inherits the environment
-  try:
-    client.execute()
-  finally:
-    if previous is None:
-      os.environ.pop("OTKIT_NOTEBOOK_SIZE")
-    else:
-      os.environ["OTKIT_NOTEBOOK_SIZE"] = previous
+  client.execute(env={**os.environ, "OTKIT_NOTEBOOK_SIZE": "small"})  # the kernel's environment
   plots = [out for cell in notebook.cells if cell.cell_type == "code"
            for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
   assert plots, f"{name} draws no plot"
