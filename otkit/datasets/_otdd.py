@@ -256,7 +256,7 @@ def _class_size(labels, k: int, given, n: int) -> int:
 def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", debiased=True,
          feature_weight=1.0, label_weight=1.0, inner_epsilon=None, inner_debiased=True,
          num_classes=None, max_class_size=None, embedding: Callable | None = None,
-         chunk_size=None, solver=None, inner_solver=None) -> OTDDOutput:
+         chunk_size=None, solver=None, inner_solver=None, mesh=None) -> OTDDOutput:
   """The optimal-transport dataset distance (OTDD) between two labelled datasets.
 
   Solves entropic OT between ``D_s = {(x_i, l_i)}`` and ``D_t`` (uniform weights) for the cost
@@ -287,6 +287,8 @@ def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", de
     embedding: optional function ``(n, d) -> (n, d')`` applied to both feature arrays first
       (e.g. a projection ``lambda x: x @ P``, or a trained encoder).
     chunk_size: rows per block of the outer online reductions (static).
+    mesh: a ``jax.sharding.Mesh`` to split the source dataset over in the outer problem (each
+      device reduces its own rows; see :class:`otkit.PointCloud`), or ``None``.
     solver: the outer solver object (:class:`otkit.Sinkhorn` or :class:`otkit.SinkhornNewton`);
       default ``Sinkhorn(anneal=True, grad_mode="envelope")``: annealed, because the label term
       splits the cost into blocks (one per class pair) whose balance of mass converges slowly
@@ -342,7 +344,7 @@ def otdd(x_s, labels_s, x_t, labels_t, *, epsilon, label_distance="gaussian", de
                                 k_t=k_t, within=debiased, size=size, debiased=bool(inner_debiased))
   w_st, w_ss, w_tt, inner_result = tables
   geom = LabelledPointCloud(x_s, codes_s, x_t, codes_t, w_st, feature_weight=feature_weight,
-                            label_weight=label_weight, chunk_size=chunk_size,
+                            label_weight=label_weight, chunk_size=chunk_size, mesh=mesh,
                             label_cost_xx=w_ss if debiased else None,
                             label_cost_yy=w_tt if debiased else None)
   if not debiased:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from otkit import _validation as V
+from otkit import _sharding, _validation as V
 from otkit.estimators import _minibatch as MB
 from otkit.geometry import _reductions as R
 from otkit.geometry._geometry import PointCloud
@@ -87,8 +87,10 @@ class BoundsOutput:
 
 def c_transform(geom, h: Array) -> Array:
   """``out_i = min_j (C_ij − h_j)`` for a geometry of shape ``(n, m)``, online (row blocks)."""
-  return R.map_row_blocks(lambda rows: jnp.min(geom.block_cost(rows) - h[None, :], axis=1),
-                          geom.row_data, geom.block_rows)
+  def block(geom, rows, _, h, __):
+    return jnp.min(geom.block_cost(rows) - h[None, :], axis=1)
+
+  return R.reduce_rows(geom, block, "min", cols=h)
 
 
 def pair_set(proxy: Array, budget: int, method: str = "jax") -> tuple[Array, Array]:
@@ -115,9 +117,9 @@ def _lower_bound(x, y, cost_fn, f_batches, batches_x, pairing, transform_chunk_s
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "budget", "inner", "chunk_size",
-                                             "transform_chunk_size", "method"))
+                                             "transform_chunk_size", "method", "mesh"))
 def _bounds(x, y, order_x, order_y, mass, epsilon, solver, cost_fn, *, batch_size, budget, inner,
-            chunk_size, transform_chunk_size, method):
+            chunk_size, transform_chunk_size, method, mesh):
   n, d = x.shape
   k, m = n // batch_size, batch_size
   batches_x, batches_y = order_x.reshape(k, m), order_y.reshape(k, m)
@@ -125,7 +127,7 @@ def _bounds(x, y, order_x, order_y, mass, epsilon, solver, cost_fn, *, batch_siz
   proxy = jax.lax.stop_gradient(cost_fn.pairwise(jnp.mean(xs, axis=1), jnp.mean(ys, axis=1)))
   p, q = pair_set(proxy, budget, method)
   values, f_pairs, codes = MB.solve_pairs(xs[p], ys[q], cost_fn, inner, epsilon, solver,
-                                          chunk_size, method)
+                                          chunk_size, method, mesh=mesh)
   costs = jnp.full((k, k), jnp.inf, values.dtype).at[p, q].set(values)
   solved = jnp.zeros((k, k), bool).at[p, q].set(True)
   f_batches = jnp.zeros((k, k, m), values.dtype).at[p, q].set(f_pairs)
@@ -191,7 +193,7 @@ def _partition(key, x, y, partition):
 
 def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, partition="random",
                      inner="exact", epsilon=None, solver=None, cost_fn=None, chunk_size=None,
-                     transform_chunk_size=None, exact_method="auto") -> BoundsOutput:
+                     transform_chunk_size=None, exact_method="auto", mesh=None) -> BoundsOutput:
   """Upper and lower bounds on ``OT(μ, ν)`` from mini-batch solves, within a budget of solves.
 
   Splits both measures into ``k = n / batch_size`` batches, solves ``budget`` batch pairs and
@@ -231,6 +233,8 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
     exact_method: static; how the exact assignments run (the inner solves of ``inner="exact"``
       and the coupling of batches), as ``method`` of :func:`otkit.assignment`: ``"auto"``
       (default: SciPy on the host on CPU), ``"host"`` or ``"jax"``.
+    mesh: a ``jax.sharding.Mesh`` (static) to divide the batch-pair solves among its devices;
+      ``None`` (default): one device. The bounds are the same.
 
   Returns:
     :class:`BoundsOutput` with ``upper``, ``lower``, ``average``, the batch cost matrix ``costs``
@@ -276,4 +280,5 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
   order_x, order_y = _partition(key, x, y, partition)
   return _bounds(x, y, order_x, order_y, mass, epsilon, solver, MB.check_cost_fn(cost_fn),
                  batch_size=batch_size, budget=budget, inner=inner, chunk_size=chunk_size,
-                 transform_chunk_size=transform_chunk_size, method=method)
+                 transform_chunk_size=transform_chunk_size, method=method,
+                 mesh=_sharding.check_mesh(mesh))

@@ -104,7 +104,7 @@ def solve_divergence(problem_xy, solver, init_xy=None, init_xx=None, yy=None, *,
 
 
 def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=1.0,
-                        cost_fn=None, chunk_size=None, solver=None) -> DivergenceOutput:
+                        cost_fn=None, chunk_size=None, solver=None, mesh=None) -> DivergenceOutput:
   """Debiased Sinkhorn divergence ``S_ε(μ, ν) = OT_ε(μ, ν) − ½ OT_ε(μ, μ) − ½ OT_ε(ν, ν)``,
   plus ``½ ε (m(μ) − m(ν))²`` for unbalanced problems.
 
@@ -133,6 +133,8 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=
       divergence's guarantees need ``τ_a = τ_b``.
     cost_fn: the ground cost for points (default ``‖x − y‖²``, no ½).
     chunk_size: rows per block of the online reductions for points (static).
+    mesh: a ``jax.sharding.Mesh`` to split the points ``x`` over (rows of each device's own
+      blocks; see :class:`otkit.PointCloud`), or ``None``. For a geometry, set it there.
     solver: :class:`otkit.Sinkhorn` or :class:`otkit.SinkhornNewton`; default
       ``Sinkhorn(grad_mode="envelope")``: exact first derivatives of ``value`` in ``x``, ``y``,
       ``a``, ``b``, ``ε`` by Danskin's theorem, with no linear solve.
@@ -162,13 +164,14 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=
   """
   solver = DEFAULT_SOLVER if solver is None else check_solver(solver)
   if is_geometry(x):
-    if y is not None or cost_fn is not None or chunk_size is not None:
-      raise ValueError("When `x` is a geometry, it carries the target, cost and blocking: leave "
-                       "`y`, `cost_fn` and `chunk_size` unset.")
+    if y is not None or cost_fn is not None or chunk_size is not None or mesh is not None:
+      raise ValueError("When `x` is a geometry, it carries the target, cost, blocking and mesh: "
+                       "leave `y`, `cost_fn`, `chunk_size` and `mesh` unset.")
     geom = x
   else:
     if y is None:
       raise ValueError("`y` is required: the target points (m, d), unless `x` is a geometry.")
-    geom = PointCloud(V.check_points("x", x), V.check_points("y", y), cost_fn, chunk_size)
+    geom = PointCloud(V.check_points("x", x), V.check_points("y", y), cost_fn, chunk_size,
+                      mesh=mesh)
   problem = _solve.make_problem(geom, a, b, epsilon, tau_a, tau_b)
   return solve_divergence(problem, solver, symmetric=equal_taus(tau_a, tau_b))

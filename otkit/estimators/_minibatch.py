@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from otkit import _host
-from otkit import _validation as V
+from otkit import _sharding, _validation as V
 from otkit.closed_form._gaussian import transport_matrix
 from otkit.geometry import _costs
 from otkit.geometry._geometry import PointCloud
@@ -147,18 +147,25 @@ def sinkhorn_pair(x: Array, y: Array, cost_fn, epsilon: Array, solver):
 
 
 def solve_pairs(xs: Array, ys: Array, cost_fn, inner: str, epsilon, solver,
-                chunk: int | None, method: str = "jax", duals: bool = True):
+                chunk: int | None, method: str = "jax", duals: bool = True, mesh=None):
   """Every pair ``(xs[p], ys[p])`` of batches ``(k, m, d)``, ``chunk`` pairs per ``vmap``;
-  ``method`` and ``duals`` as in :func:`exact_pair`. Returns the costs ``(k,)``, the source
-  potentials ``(k, m)`` and the result codes ``(k,)``."""
-  if inner == "exact":
-    fn = lambda pair: exact_pair(*pair, cost_fn, method, duals)
-  else:
-    fn = lambda pair: sinkhorn_pair(*pair, cost_fn, epsilon, solver)
+  ``method`` and ``duals`` as in :func:`exact_pair`; with a ``mesh``, the pairs are divided
+  among its devices. Returns the costs ``(k,)``, the source potentials ``(k, m)`` and the result
+  codes ``(k,)``."""
   k, m = xs.shape[:2]
+  if mesh is not None:
+    k = -(-k // mesh.size)  # pairs per device
   if chunk is None:
     chunk = _assignment.default_chunk_size(m, k, method if inner == "exact" else "jax")
-  return jax.lax.map(fn, (xs, ys), batch_size=min(chunk, k))
+
+  def pairs(batches, epsilon):
+    if inner == "exact":
+      fn = lambda pair: exact_pair(*pair, cost_fn, method, duals)
+    else:
+      fn = lambda pair: sinkhorn_pair(*pair, cost_fn, epsilon, solver)
+    return jax.lax.map(fn, batches, batch_size=min(chunk, k))
+
+  return _sharding.map_split(pairs, mesh, (xs, ys), epsilon)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,14 +275,14 @@ def sample_batches(key: Array, n: int, weights: Array | None, batch_size: int,
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "n_batches", "inner", "chunk_size",
-                                             "uniform", "method"))
+                                             "uniform", "method", "mesh"))
 def _minibatch(key, x, y, a, b, epsilon, solver, cost_fn, *, batch_size, n_batches, inner,
-               chunk_size, uniform, method):
+               chunk_size, uniform, method, mesh):
   key_x, key_y = jax.random.split(key)
   ix = sample_batches(key_x, x.shape[0], None if uniform[0] else a, batch_size, n_batches)
   iy = sample_batches(key_y, y.shape[0], None if uniform[1] else b, batch_size, n_batches)
   costs, _, codes = solve_pairs(x[ix], y[iy], cost_fn, inner, epsilon, solver, chunk_size,
-                                method, duals=False)
+                                method, duals=False, mesh=mesh)
   if not all(uniform):  # batches carry the measures' common mass
     costs = costs * common_mass(a, b)
   value = jnp.mean(costs)
@@ -286,7 +293,7 @@ def _minibatch(key, x, y, a, b, epsilon, solver, cost_fn, *, batch_size, n_batch
 
 def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exact",
                  epsilon=None, solver=None, cost_fn=None, chunk_size=None,
-                 exact_method="auto") -> MinibatchOutput:
+                 exact_method="auto", mesh=None) -> MinibatchOutput:
   """The mini-batch OT estimator: the mean OT cost over ``n_batches`` random pairs of batches.
 
   ``MB_m(μ, ν) = (1/k) Σ_p OT(μ_p, ν_p)`` where ``μ_p`` and ``ν_p`` are uniform measures on
@@ -323,6 +330,9 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
     exact_method: static; how ``inner="exact"`` runs, as ``method`` of :func:`otkit.assignment`:
       ``"auto"`` (default: SciPy on the host when JAX's default backend is the CPU, the in-graph
       solver otherwise), ``"host"`` or ``"jax"``. Same costs either way.
+    mesh: a ``jax.sharding.Mesh`` (static) to divide the batch pairs among its devices (points
+      arriving split along ``n`` are gathered into batches); ``None`` (default): one device.
+      The costs are the same.
 
   Returns:
     :class:`MinibatchOutput` with ``value``, ``std_error``, ``costs (k,)`` and ``result`` (an
@@ -361,4 +371,5 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
   method = _assignment.resolve_method(exact_method, "exact_method")
   return _minibatch(key, x, y, a_w, b_w, epsilon, solver, check_cost_fn(cost_fn),
                     batch_size=batch_size, n_batches=n_batches, inner=inner,
-                    chunk_size=chunk_size, uniform=uniform, method=method)
+                    chunk_size=chunk_size, uniform=uniform, method=method,
+                    mesh=_sharding.check_mesh(mesh))

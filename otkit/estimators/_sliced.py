@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from otkit import _validation as V
+from otkit import _sharding, _validation as V
 from otkit.closed_form import _one_d
 from otkit.closed_form import _sorting
 from otkit.solvers._output import Result, finite_result
@@ -132,7 +132,7 @@ def _terms(xp, yp, a, b, uniform, p, impl, grid, control_variate):
   return w, g
 
 
-def _chunked_terms(thetas, x, y, a, b, chunk_size, **options):
+def _chunked_terms(thetas, x, y, a, b, grid, chunk_size, **options):
   """``_terms`` for every direction in ``thetas (L, d)``, ``chunk_size`` directions at a time.
 
   A chunk projects with one matrix product ``(n, d) @ (d, c)`` (no transposed copy of the
@@ -143,7 +143,8 @@ def _chunked_terms(thetas, x, y, a, b, chunk_size, **options):
   n_chunks = -(-n_proj // chunk_size)
   pad = jnp.broadcast_to(thetas[:1], (n_chunks * chunk_size - n_proj, d))
   chunks = jnp.concatenate([thetas, pad]).reshape(n_chunks, chunk_size, d)
-  per_direction = jax.vmap(functools.partial(_terms, **options), in_axes=(0, 0, None, None))
+  per_direction = jax.vmap(functools.partial(_terms, grid=grid, **options),
+                           in_axes=(0, 0, None, None))
 
   def chunk(theta_c):
     return per_direction(_project(x, theta_c.T).T, _project(y, theta_c.T).T, a, b)
@@ -198,12 +199,17 @@ def _normalised(a: Array, b: Array) -> tuple[Array, Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("uniform", "p", "control_variate", "chunk_size",
-                                             "impl"))
-def _sliced(thetas, x, y, a, b, uniform, p, control_variate, chunk_size, impl):
+                                             "impl", "mesh"))
+def _sliced(thetas, x, y, a, b, uniform, p, control_variate, chunk_size, impl, mesh):
   a, b, mass = _normalised(a, b)
   grid = _one_d.uniform_grid(x.shape[0], y.shape[0], x.dtype) if uniform else None
-  w, g = _chunked_terms(thetas, x, y, a, b, chunk_size, uniform=uniform, p=p, impl=impl,
-                        grid=grid, control_variate=control_variate)
+
+  def terms(thetas, clouds):
+    return _chunked_terms(thetas, *clouds, chunk_size, uniform=uniform, p=p, impl=impl,
+                          control_variate=control_variate)
+
+  # With a mesh each device projects and sorts its share of the directions.
+  w, g = _sharding.map_split(terms, mesh, thetas, (x, y, a, b, grid))
   if not uniform:
     w = mass * w  # the measures as given, of mass M
   if control_variate is None:
@@ -216,7 +222,8 @@ def _sliced(thetas, x, y, a, b, uniform, p, control_variate, chunk_size, impl):
 
 def sliced_value(thetas: Array, x: Array, y: Array, a: Array, b: Array, *, p: float = 2.0,
                  uniform: bool = False, control_variate: str | None = None,
-                 chunk_size: int | None = None, sort_impl: str = "auto") -> SlicedOutput:
+                 chunk_size: int | None = None, sort_impl: str = "auto",
+                 mesh=None) -> SlicedOutput:
   """The sliced estimate over given directions, on inputs already validated.
 
   The building block of :func:`sliced_wasserstein` for callers that fix the directions once
@@ -231,6 +238,7 @@ def sliced_value(thetas: Array, x: Array, y: Array, a: Array, b: Array, *, p: fl
     control_variate: ``None``, ``"lower"`` or ``"upper"`` (static).
     chunk_size: directions per chunk (static; ``None``: :func:`default_chunk_size`).
     sort_impl: ``"auto"``, ``"numpy"`` or ``"xla"`` (static).
+    mesh: a ``jax.sharding.Mesh`` over whose devices the directions are divided, or ``None``.
 
   Returns:
     :class:`SlicedOutput`.
@@ -239,7 +247,7 @@ def sliced_value(thetas: Array, x: Array, y: Array, a: Array, b: Array, *, p: fl
   if chunk_size is None:
     chunk_size = default_chunk_size(x.shape[0], y.shape[0], x.shape[1], x.dtype.itemsize, n_proj)
   return _sliced(thetas, x, y, a, b, uniform, p, control_variate, min(chunk_size, n_proj),
-                 sort_impl)
+                 sort_impl, mesh)
 
 
 def _check_clouds(x, y, a, b):
@@ -262,7 +270,8 @@ def default_chunk_size(n: int, m: int, d: int, itemsize: int, n_projections: int
 
 
 def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
-                       control_variate=None, chunk_size=None, sort_impl="auto") -> SlicedOutput:
+                       control_variate=None, chunk_size=None, sort_impl="auto",
+                       mesh=None) -> SlicedOutput:
   """Monte-Carlo estimate of the sliced Wasserstein ``SW_p^p`` between two point clouds.
 
   Draws ``L = n_projections`` directions ``θ_l`` uniformly on the sphere from ``key`` and
@@ -286,6 +295,9 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
       projected points (up to 4× more for large ``d``), at most 128. The result does not depend
       on it.
     sort_impl: ``"auto"`` (NumPy's sort on CPU, XLA's elsewhere), ``"numpy"`` or ``"xla"``.
+    mesh: a ``jax.sharding.Mesh`` (static) to divide the directions among its devices, each
+      projecting and sorting its share of them (points arriving split along ``n`` are gathered
+      once); ``None`` (default): one device. The estimate is the same.
 
   Returns:
     :class:`SlicedOutput` with the estimate of ``SW_p^p``, its standard error and ``result``
@@ -310,7 +322,7 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
     chunk_size = V.check_static_int("chunk_size", chunk_size)
   thetas = directions(key, n_projections, x.shape[1], x.dtype)
   return sliced_value(thetas, x, y, a, b, p=p, uniform=uniform, control_variate=control_variate,
-                      chunk_size=chunk_size, sort_impl=impl)
+                      chunk_size=chunk_size, sort_impl=impl, mesh=_sharding.check_mesh(mesh))
 
 
 @functools.partial(jax.jit, static_argnames=("uniform", "p", "n_steps", "impl"))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from otkit import _validation as V
-from otkit.geometry import _costs
+from otkit.geometry import _budget, _costs
 from otkit.geometry import _geometry as G
 
 Array = jax.Array
@@ -44,11 +44,12 @@ class LabelledPointCloud:
     feature_weight: ``λ_x >= 0`` (traced).
     label_weight: ``λ_y >= 0`` (traced).
     chunk_size: rows per block of the online reductions (static); ``None`` picks it from the size
-      and lets the solvers store the cost matrix of a problem with at most 2²⁵ entries.
+      and lets the solvers store the cost matrix when it fits the memory budget.
     label_cost_xx, label_cost_yy: optional within-dataset class costs ``(k_x, k_x)`` and
       ``(k_y, k_y)``; with them the geometry has self-pairs (x with x, y with y), and
       :func:`otkit.sinkhorn_divergence` accepts it.
-    vmap_size: static; as for :class:`otkit.PointCloud`.
+    vmap_size, memory_budget, mesh, sharded: static; as for :class:`otkit.PointCloud` (the
+      labels are split with their points).
 
   Example:
     >>> import jax.numpy as jnp, otkit
@@ -71,17 +72,21 @@ class LabelledPointCloud:
   label_cost_xx: Array | None = None
   label_cost_yy: Array | None = None
   vmap_size: int = dataclasses.field(default=1, metadata=dict(static=True))
+  memory_budget: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+  mesh: Any = dataclasses.field(default=None, metadata=dict(static=True))
+  sharded: str = dataclasses.field(default="x", metadata=dict(static=True))
 
   def __init__(self, x, labels_x, y, labels_y, label_cost, cost_fn=None, feature_weight=1.0,
                label_weight=1.0, chunk_size=None, label_cost_xx=None, label_cost_yy=None,
-               vmap_size=1):
+               vmap_size=1, memory_budget=None, mesh=None, sharded="x"):
     # Structural normalisation only (JAX calls this when rebuilding the pytree); values are
     # checked by `validate` at the public entry points.
     for name, value in (("x", x), ("labels_x", labels_x), ("y", y), ("labels_y", labels_y),
                         ("label_cost", label_cost), ("cost_fn", _costs.as_cost(cost_fn)),
                         ("feature_weight", feature_weight), ("label_weight", label_weight),
                         ("chunk_size", chunk_size), ("label_cost_xx", label_cost_xx),
-                        ("label_cost_yy", label_cost_yy), ("vmap_size", vmap_size)):
+                        ("label_cost_yy", label_cost_yy), ("vmap_size", vmap_size),
+                        ("memory_budget", memory_budget), ("mesh", mesh), ("sharded", sharded)):
       object.__setattr__(self, name, value)
 
   @property
@@ -110,13 +115,22 @@ class LabelledPointCloud:
   def transpose(self) -> "LabelledPointCloud":
     return G.replace_fields(self, x=self.y, labels_x=self.labels_y, y=self.x, labels_y=self.labels_x,
                       label_cost=self.label_cost.T, cost_fn=_costs.transposed_cost(self.cost_fn),
-                      label_cost_xx=self.label_cost_yy, label_cost_yy=self.label_cost_xx)
+                      label_cost_xx=self.label_cost_yy, label_cost_yy=self.label_cost_xx,
+                      sharded=G.OTHER_SIDE[self.sharded])
+
+  def split_fields(self) -> tuple[str, ...]:
+    """The fields split over ``mesh``: one side's points and their labels."""
+    return (self.sharded, f"labels_{self.sharded}")
 
   @property
   def prefers_dense(self) -> bool:
     """A stored entry is one read; an online one is a feature cost plus a read from ``W``, so a
-    small problem in the automatic mode is stored once per solve (see ``_geometry.materialize``)."""
+    problem in the automatic mode is stored once per solve when it fits the memory budget."""
     return True
+
+  def storage(self):
+    """As :meth:`otkit.PointCloud.storage`."""
+    return _budget.storage(self, self.prefers_dense)
 
   @property
   def cost_matrix(self) -> Array:
@@ -138,7 +152,7 @@ class LabelledPointCloud:
                           label_cost_yy=self.label_cost_xx)
     yy = G.replace_fields(self, x=self.y, labels_x=self.labels_y, label_cost=self.label_cost_yy,
                           label_cost_xx=self.label_cost_yy)
-    return xx, yy
+    return G.checked_pairs(xx, yy)
 
 
 def check_labels(name: str, labels: Any, n: int, num_classes: int | None = None) -> Array:
@@ -186,8 +200,8 @@ def validate(geom: LabelledPointCloud) -> LabelledPointCloud:
     if V.is_concrete(w) and not (np.isfinite(float(w)) and float(w) >= 0):
       raise ValueError(f"`{name}` must be a finite number >= 0; got {float(w)!r}.")
     weights[name] = w
-  if geom.chunk_size is not None:
-    V.check_static_int("chunk_size", geom.chunk_size)
+  G.check_blocking(geom)
+  G.check_mesh(geom, x.shape[0], y.shape[0])
   within = {}
   for name, k in (("label_cost_xx", cost.shape[0]), ("label_cost_yy", cost.shape[1])):
     table = getattr(geom, name)

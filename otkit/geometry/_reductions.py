@@ -4,6 +4,12 @@ Everything here walks over blocks of *rows* and reduces along the contiguous (co
 Reductions along the other axis use the transposed geometry, so both Sinkhorn half-steps are
 row reductions. Each block is wrapped in :func:`jax.checkpoint`, so reverse-mode derivatives
 recompute a block instead of storing it: memory stays O(block · m) forward and backward.
+
+A geometry split over a device mesh (``geom.mesh``) runs each reduction under ``shard_map``
+(:func:`reduce_rows`): with its rows split, every device reduces its own rows and nothing is
+communicated; with its columns split, every device reduces over its own columns and the partial
+results are combined by one collective over the ``n`` outputs (a log-sum-exp of partial
+log-sum-exps: a ``pmax`` and a ``psum``).
 """
 
 from __future__ import annotations
@@ -12,33 +18,13 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from otkit import _sharding
+from otkit.geometry import _geometry as G
+from otkit.geometry._blocks import map_row_blocks  # noqa: F401  (shared with the solvers)
 
 Array = jax.Array
-
-
-def map_row_blocks(fn: Callable, rows, block: int):
-  """Applies ``fn`` to consecutive blocks of ``block`` rows of the pytree ``rows``.
-
-  Args:
-    fn: maps a pytree of row blocks (leading dimension ``B``) to a pytree with leading ``B``.
-    rows: pytree of arrays sharing the leading dimension ``n``.
-    block: static block size; a last, shorter block handles ``n % block`` rows.
-
-  Returns:
-    The outputs of ``fn`` concatenated along the leading dimension ``n``.
-  """
-  n = jax.tree.leaves(rows)[0].shape[0]
-  fn = jax.checkpoint(fn)
-  if block >= n:
-    return fn(rows)
-  n_blocks, rest = divmod(n, block)
-  main = jax.tree.map(lambda r: r[: n_blocks * block].reshape(n_blocks, block, *r.shape[1:]), rows)
-  out = jax.lax.map(fn, main)
-  out = jax.tree.map(lambda o: o.reshape(n_blocks * block, *o.shape[2:]), out)
-  if rest:
-    tail = fn(jax.tree.map(lambda r: r[n_blocks * block:], rows))
-    out = jax.tree.map(lambda o, t: jnp.concatenate([o, t]), out, tail)
-  return out
 
 
 def lse(z: Array, axis: int = -1) -> Array:
@@ -46,6 +32,51 @@ def lse(z: Array, axis: int = -1) -> Array:
   zmax = jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
   zmax = jnp.where(jnp.isfinite(zmax), zmax, 0.0)
   return jnp.log(jnp.sum(jnp.exp(z - zmax), axis=axis)) + jnp.squeeze(zmax, axis)
+
+
+def reduce_rows(geom, fn: Callable, combine: str, rows=(), cols=(), consts=()) -> Array:
+  """``fn`` over the row blocks of ``geom``, split over its mesh if it has one.
+
+  Args:
+    geom: a geometry with shape ``(n, m)``.
+    fn: ``fn(geom, row_data_block, rows_block, cols, consts)`` → a reduction over the columns of
+      the block, leading dimension ``B``.
+    combine: how partial reductions over parts of the columns add up: ``"lse"``, ``"sum"``,
+      ``"max"`` or ``"min"``.
+    rows: pytree of arrays with leading dimension ``n`` (cut into blocks with the rows).
+    cols: pytree of arrays with leading dimension ``m`` (``fn`` sees them whole).
+    consts: pytree of anything else (replicated).
+
+  Returns:
+    The outputs of ``fn`` concatenated along the rows, leading dimension ``n``.
+  """
+  def local(geom, rows, cols, consts):
+    return map_row_blocks(lambda args: fn(geom, args[0], args[1], cols, consts),
+                          (geom.row_data, rows), geom.block_rows)
+
+  if getattr(geom, "mesh", None) is None:
+    return local(geom, rows, cols, consts)
+  axes = geom.mesh.axis_names
+  split, whole = PartitionSpec(axes), PartitionSpec()
+  rows_split = "x" in geom.split_fields()
+
+  def on_device(geom, rows, cols, consts):
+    out = local(G.replace_fields(geom, mesh=None), rows, cols, consts)
+    return out if rows_split else _COMBINE[combine](out, axes)
+
+  specs = (G.split_specs(geom), split if rows_split else whole, whole if rows_split else split,
+           whole)
+  return _sharding.split_call(on_device, geom.mesh, specs, split if rows_split else whole,
+                             geom, rows, cols, consts)
+
+
+def _combine_lse(out: Array, axes) -> Array:
+  top = jax.lax.pmax(jax.lax.stop_gradient(out), axes)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  return jnp.log(jax.lax.psum(jnp.exp(out - top), axes)) + top
+
+
+_COMBINE = {"lse": _combine_lse, "sum": jax.lax.psum, "max": jax.lax.pmax, "min": jax.lax.pmin}
 
 
 def lse_rows(geom, h: Array, epsilon: Array) -> Array:
@@ -59,10 +90,10 @@ def lse_rows(geom, h: Array, epsilon: Array) -> Array:
   Returns:
     shape ``(n,)``.
   """
-  def block(rows):
+  def block(geom, rows, _, h, epsilon):
     return lse(h[None, :] - geom.block_cost(rows) / epsilon)
 
-  return map_row_blocks(block, geom.row_data, geom.block_rows)
+  return reduce_rows(geom, block, "lse", cols=h, consts=epsilon)
 
 
 def apply_kernel_rows(geom, log_u: Array, log_v: Array, epsilon: Array, vec: Array) -> Array:
@@ -80,24 +111,25 @@ def apply_kernel_rows(geom, log_u: Array, log_v: Array, epsilon: Array, vec: Arr
   squeeze = vec.ndim == 1
   mat = vec[:, None] if squeeze else vec
 
-  def block(args):
-    rows, lu = args
+  def block(geom, rows, lu, cols, epsilon):
+    log_v, mat = cols
     kernel = jnp.exp(lu[:, None] + log_v[None, :] - geom.block_cost(rows) / epsilon)
     return jnp.matmul(kernel, mat, precision=jax.lax.Precision.HIGHEST)
 
-  out = map_row_blocks(block, (geom.row_data, log_u), geom.block_rows)
+  out = reduce_rows(geom, block, "sum", rows=log_u, cols=(log_v, mat), consts=epsilon)
   return out[:, 0] if squeeze else out
 
 
 def max_cost(geom) -> Array:
   """``max_ij C_ij``, one pass over the blocks (the scale for ε-annealing)."""
-  per_row = map_row_blocks(lambda rows: jnp.max(geom.block_cost(rows), axis=1),
-                           geom.row_data, geom.block_rows)
+  per_row = reduce_rows(geom, lambda geom, rows, *_: jnp.max(geom.block_cost(rows), axis=1), "max")
   return jnp.max(per_row)
 
 
 def mean_cost(geom, a: Array, b: Array) -> Array:
   """``Σ_ij a_i b_j C_ij / (Σa Σb)``, one pass over the blocks."""
-  per_row = map_row_blocks(lambda args: geom.block_cost(args[0]) @ b * args[1],
-                           (geom.row_data, a), geom.block_rows)
+  def block(geom, rows, a, b, _):
+    return geom.block_cost(rows) @ b * a
+
+  per_row = reduce_rows(geom, block, "sum", rows=a, cols=b)
   return jnp.sum(per_row) / (jnp.sum(a) * jnp.sum(b))

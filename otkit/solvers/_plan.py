@@ -162,9 +162,8 @@ def transport_cost(geom, out: SinkhornOutput | None = None) -> Array:
   _check_shape(geom, out)
   log_u, log_v = _log_scalings(out)
 
-  def block(args):
-    rows, lu = args
+  def block(geom, rows, lu, log_v, epsilon):
     cost = geom.block_cost(rows)
-    return jnp.sum(jnp.exp(lu[:, None] + log_v[None, :] - cost / out.epsilon) * cost, axis=1)
+    return jnp.sum(jnp.exp(lu[:, None] + log_v[None, :] - cost / epsilon) * cost, axis=1)
 
-  return jnp.sum(R.map_row_blocks(block, (geom.row_data, log_u), geom.block_rows))
+  return jnp.sum(R.reduce_rows(geom, block, "sum", rows=log_u, cols=log_v, consts=out.epsilon))

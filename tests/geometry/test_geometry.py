@@ -138,3 +138,61 @@ def test_vmap_with_batch_blocks_equals_a_loop(rng):
   batched = jax.jit(jax.vmap(f))(xs, ys)
   for i in (0, 3):
     np.testing.assert_allclose(batched[i], jax.jit(f)(xs[i], ys[i]), rtol=0, atol=1e-12)
+
+
+def test_memory_budget_decides_what_is_stored():
+  x64 = jnp.zeros((100, 64), jnp.float32)
+  matrix_and_transpose = 2 * 100 * 100 * 4
+  fits = otkit.PointCloud(x64, memory_budget=matrix_and_transpose).storage()
+  assert fits == otkit.Storage(True, matrix_and_transpose, matrix_and_transpose)
+  assert not otkit.PointCloud(x64, memory_budget=matrix_and_transpose - 1).storage().stored
+  assert not otkit.PointCloud(x64, chunk_size=10, memory_budget=1 << 30).storage().stored
+  # Two coordinates: evaluating an entry is cheaper than reading it back.
+  assert not otkit.PointCloud(jnp.zeros((100, 2)), memory_budget=1 << 30).storage().stored
+  assert otkit.PointCloud(jnp.zeros((100, 2)), cost_fn=otkit.PNorm(1.5),
+                          memory_budget=1 << 30).storage().stored
+  previous = otkit.set_memory_budget(matrix_and_transpose)
+  try:
+    assert otkit.memory_budget() == matrix_and_transpose
+    assert otkit.PointCloud(x64).storage().stored
+    assert not otkit.PointCloud(jnp.zeros((101, 64))).storage().stored
+  finally:
+    otkit.set_memory_budget(previous)
+  assert otkit.memory_budget() > 0
+
+  # Under vmap a batch of 4 needs 4 matrices.
+  seen = []
+
+  def record(x):
+    geom = otkit.PointCloud(x, memory_budget=2 * matrix_and_transpose).validate()
+    seen.append(geom.storage())
+    return x
+
+  jax.vmap(record)(jnp.zeros((4, 100, 64), jnp.float32))
+  assert seen[0].nbytes == 4 * matrix_and_transpose and not seen[0].stored
+
+
+def test_budget_bounds_the_compiled_memory_of_a_solve():
+  # From the compiled program (nothing runs): at a budget of 1 GiB, 10 000 points in 64
+  # dimensions are stored (the matrix and its transpose, 800 MB), 30 000 stay online.
+  def compiled_bytes(n):
+    def run(x):
+      geom = otkit.PointCloud(x, memory_budget=1 << 30)
+      return otkit.solve(geom, epsilon=1.0, solver=otkit.Sinkhorn(max_iters=5)).f
+    shape = jax.ShapeDtypeStruct((n, 64), jnp.float32)
+    stats = jax.jit(run).lower(shape).compile().memory_analysis()
+    return stats.temp_size_in_bytes
+  assert 8e8 <= compiled_bytes(10_000) < 1 << 30
+  assert compiled_bytes(30_000) < 2e8
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(memory_budget=-1), "`memory_budget` must be an integer >= 0"),
+    (dict(memory_budget=1.5), "`memory_budget`"),
+    (dict(mesh="devices"), "`mesh` must be a jax.sharding.Mesh"),
+])
+def test_bad_storage_and_mesh_options_raise(options, match):
+  with pytest.raises(ValueError, match=match):
+    otkit.solve(otkit.PointCloud(jnp.zeros((4, 2)), **options), epsilon=1.0)
+  with pytest.raises(ValueError, match="`nbytes`"):
+    otkit.set_memory_budget(-5)
