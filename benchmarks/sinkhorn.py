@@ -318,7 +318,8 @@ def main(argv=None):
   parser.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated subset")
   parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
   parser.add_argument("--resume", action="store_true",
-                      help="keep the grid points already in the JSON file and measure the rest")
+                      help="keep the grid points (and divergence timings) already in the JSON "
+                           "file and measure the rest")
   args = parser.parse_args(argv)
 
   sizes = (500, 1000) if args.quick else (1000, 4000, 10000)
@@ -330,7 +331,8 @@ def main(argv=None):
   out = Path(args.out)
   results, divergence = [], []
   if args.resume and (out / f"{name}.json").exists():
-    results = json.loads((out / f"{name}.json").read_text())["grid"]
+    previous = json.loads((out / f"{name}.json").read_text())
+    results, divergence = previous["grid"], previous.get("divergence", [])
   done = {(r["n"], r["d"], r["epsilon"], r["solver"]) for r in results}
   for d in (2, 64):
     for n in sizes:
@@ -351,7 +353,7 @@ def main(argv=None):
           results.append(row)
           print(json.dumps(row), flush=True)
           write_results(out, name, results, divergence, meta)
-  for row in divergence_timings(divergence_n, 2, (0.1, 0.01), args.cap):
+  for row in [] if divergence else divergence_timings(divergence_n, 2, (0.1, 0.01), args.cap):
     divergence.append(row)
     print(json.dumps(row), flush=True)
   print(write_results(out, name, results, divergence, meta))

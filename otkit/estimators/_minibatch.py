@@ -155,6 +155,8 @@ def solve_pairs(xs: Array, ys: Array, cost_fn, inner: str, epsilon, solver,
   k, m = xs.shape[:2]
   if mesh is not None:
     k = -(-k // mesh.size)  # pairs per device
+    # Host callbacks inside a split computation can stall its devices: in-graph assignments.
+    method = "jax"
   if chunk is None:
     chunk = _assignment.default_chunk_size(m, k, method if inner == "exact" else "jax")
 
@@ -331,8 +333,8 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
       ``"auto"`` (default: SciPy on the host when JAX's default backend is the CPU, the in-graph
       solver otherwise), ``"host"`` or ``"jax"``. Same costs either way.
     mesh: a ``jax.sharding.Mesh`` (static) to divide the batch pairs among its devices (points
-      arriving split along ``n`` are gathered into batches); ``None`` (default): one device.
-      The costs are the same.
+      arriving split along ``n`` are gathered into batches), which then solve exact pairs
+      in-graph (``"jax"``); ``None`` (default): one device. The costs are the same.
 
   Returns:
     :class:`MinibatchOutput` with ``value``, ``std_error``, ``costs (k,)`` and ``result`` (an

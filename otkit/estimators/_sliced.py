@@ -208,7 +208,10 @@ def _sliced(thetas, x, y, a, b, uniform, p, control_variate, chunk_size, impl, m
     return _chunked_terms(thetas, *clouds, chunk_size, uniform=uniform, p=p, impl=impl,
                           control_variate=control_variate)
 
-  # With a mesh each device projects and sorts its share of the directions.
+  # With a mesh each device projects and sorts its share of the directions, with XLA's sort
+  # (host callbacks inside a split computation can stall its devices).
+  if mesh is not None:
+    impl = "xla"
   w, g = _sharding.map_split(terms, mesh, thetas, (x, y, a, b, grid))
   if not uniform:
     w = mass * w  # the measures as given, of mass M
@@ -296,8 +299,8 @@ def sliced_wasserstein(key, x, y, a=None, b=None, *, n_projections=128, p=2,
       on it.
     sort_impl: ``"auto"`` (NumPy's sort on CPU, XLA's elsewhere), ``"numpy"`` or ``"xla"``.
     mesh: a ``jax.sharding.Mesh`` (static) to divide the directions among its devices, each
-      projecting and sorting its share of them (points arriving split along ``n`` are gathered
-      once); ``None`` (default): one device. The estimate is the same.
+      projecting and sorting its share of them with XLA's sort (points arriving split along
+      ``n`` are gathered once); ``None`` (default): one device. The estimate is the same.
 
   Returns:
     :class:`SlicedOutput` with the estimate of ``SW_p^p``, its standard error and ``result``

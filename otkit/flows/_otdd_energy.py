@@ -23,7 +23,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from otkit import _validation as V
 from otkit.datasets import _otdd

@@ -50,7 +50,7 @@ def auto_block_rows(n: int, m: int, chunk_size: int | None, batch: int = 1) -> i
   cost entries. Under ``vmap`` a block holds that many entries for each of the ``batch``
   problems, so the automatic size shrinks with the batch, down to a block of all the problems
   about twice the single one (measured on CPU: 4 batched problems of 4 000 points then cost
-  about 4× one instead of 6×, 16 cost about 17× instead of 60×; benchmarks/batching.py)."""
+  about 4× one instead of 6×, 16 cost about 16.5× instead of 60×; benchmarks/batching.py)."""
   if chunk_size is not None:
     return max(1, min(int(chunk_size), n))
   budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS

@@ -20,7 +20,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from otkit import _validation as V
 from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
