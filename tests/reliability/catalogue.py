@@ -67,9 +67,11 @@ HEAVY = frozenset({*(f"flow_matching.{n}" for n in (
                                          "frobenius_decay", "factorize_dense", "factorize_conv",
                                          "factor_mask"))})
 # Public names that take no user input of their own: outputs and enums, the class behind every
-# energy (built by the energy functions), and SqEuclidean (no arguments; every PointCloud's default).
+# energy (built by the energy functions), SqEuclidean (no arguments; every PointCloud's default)
+# and the getter of the memory budget.
 NOT_ENTRY_POINTS = frozenset({"Result", "ClassStatistics", "GaussianBarycenter", "Energy",
-                              "SqEuclidean", "PathEnergy", "COUPLINGS", "METHODS", "PATHS"})
+                              "SqEuclidean", "PathEnergy", "COUPLINGS", "METHODS", "PATHS",
+                              "Storage", "memory_budget"})
 
 
 def _data():
@@ -645,9 +647,22 @@ def entries() -> list[Entry]:
   flow_solver = otkit.Sinkhorn(tol=1e-4)
   common_points = {"x": "points", "y": "points2", "a": "weights", "b": "weights"}
   out = [
-      Entry("PointCloud", lambda x, y, a, chunk_size: _solve(otkit.PointCloud(x, y, chunk_size=chunk_size), a),
-            dict(x=X, y=Y, a=A, chunk_size=None), {"x": "points", "y": "points2", "a": "weights"},
-            options=(("chunk_size", 0), ("chunk_size", 2.5))),
+      Entry("PointCloud", lambda x, y, a, chunk_size, memory_budget, mesh: _solve(otkit.PointCloud(
+          x, y, chunk_size=chunk_size, memory_budget=memory_budget, mesh=mesh), a),
+            dict(x=X, y=Y, a=A, chunk_size=None, memory_budget=None, mesh=None),
+            {"x": "points", "y": "points2", "a": "weights"},
+            options=(("chunk_size", 0), ("chunk_size", 2.5), ("memory_budget", -1),
+                     ("memory_budget", 1.5), ("mesh", "devices"))),
+      Entry("set_memory_budget", lambda nbytes: otkit.set_memory_budget(nbytes), dict(nbytes=None),
+            {}, options=(("nbytes", True),),
+            extra=(("type", "a string", {"nbytes": "2GB"}, ("nbytes",)),
+                   ("dtype", "a float", {"nbytes": 1.5}, ("nbytes",)),
+                   ("nan", "NaN", {"nbytes": np.nan}, ("nbytes",)),
+                   ("inf", "inf", {"nbytes": np.inf}, ("nbytes",)),
+                   ("weights", "negative", {"nbytes": -5}, ("nbytes",)),
+                   ("empty", "empty array", {"nbytes": np.zeros(0, int)}, ("nbytes",)),
+                   ("rank", "an array", {"nbytes": np.ones(2, int)}, ("nbytes",)),
+                   ("dims", "a tuple", {"nbytes": (1, 2)}, ("nbytes",)))),
       Entry("CostMatrix", lambda cost_matrix, a, chunk_size: _solve(otkit.CostMatrix(cost_matrix, chunk_size), a),
             dict(cost_matrix=cost, a=A, chunk_size=None), {"cost_matrix": "cost_matrix", "a": "weights"},
             options=(("chunk_size", -1),),
@@ -768,11 +783,11 @@ def entries() -> list[Entry]:
       Entry("ot_1d", lambda u, v, a, b, p: otkit.ot_1d(u, v, a, b, p=p),
             dict(u=X[:, 0], v=Y[:, 0], a=A, b=B, p=2), {"u": "vector", "v": "vector", "a": "weights", "b": "weights"},
             options=(("p", 0), ("p", "2"))),
-      Entry("sliced_wasserstein", lambda key, x, y, a, b, n_projections, p: otkit.sliced_wasserstein(
-          key, x, y, a, b, n_projections=n_projections, p=p),
-            dict(key=key, x=X, y=Y, a=A, b=B, n_projections=8, p=2),
+      Entry("sliced_wasserstein", lambda key, x, y, a, b, n_projections, p, mesh: otkit.sliced_wasserstein(
+          key, x, y, a, b, n_projections=n_projections, p=p, mesh=mesh),
+            dict(key=key, x=X, y=Y, a=A, b=B, n_projections=8, p=2, mesh=None),
             common_points | {"key": "key", "n_projections": "int"},
-            options=(("p", 0), ("p", np.nan))),
+            options=(("p", 0), ("p", np.nan), ("mesh", "devices"))),
       Entry("max_sliced_wasserstein", lambda key, x, y, a, b, n_starts, n_steps: otkit.max_sliced_wasserstein(
           key, x, y, a, b, n_starts=n_starts, n_steps=n_steps),
             dict(key=key, x=X, y=Y, a=A, b=B, n_starts=2, n_steps=5),
@@ -819,11 +834,11 @@ def entries() -> list[Entry]:
             common_points | {"epsilon": "positive"},
             options=(("solver", "newton"), ("tau_a", 0.0), ("tau_b", np.nan)),
             extra=(("weights", "unequal mass, relaxed", {"b": 2 * B, "tau_a": 0.5, "tau_b": 0.5}, ()),)),
-      Entry("minibatch_ot", lambda key, x, y, a, b, batch_size, n_batches, inner: otkit.minibatch_ot(
-          key, x, y, a, b, batch_size=batch_size, n_batches=n_batches, inner=inner),
-            dict(key=key, x=X, y=Y, a=A, b=B, batch_size=2, n_batches=3, inner="exact"),
+      Entry("minibatch_ot", lambda key, x, y, a, b, batch_size, n_batches, inner, mesh: otkit.minibatch_ot(
+          key, x, y, a, b, batch_size=batch_size, n_batches=n_batches, inner=inner, mesh=mesh),
+            dict(key=key, x=X, y=Y, a=A, b=B, batch_size=2, n_batches=3, inner="exact", mesh=None),
             common_points | {"key": "key", "batch_size": "int", "n_batches": "int"},
-            options=(("batch_size", 9), ("inner", "greedy"))),
+            options=(("batch_size", 9), ("inner", "greedy"), ("mesh", "devices"))),
       Entry("minibatch_bounds", lambda key, x, y, a, b, batch_size, partition: otkit.minibatch_bounds(
           key, x, y, a, b, batch_size=batch_size, partition=partition),
             dict(key=key, x=X[:M], y=Y, a=np.full(M, 1 / M), b=np.full(M, 1 / M), batch_size=2, partition="random"),

@@ -1,7 +1,8 @@
 """Split over a mesh of 8 host devices equals one device: solves, Sinkhorn divergences, sliced
 Wasserstein, the mini-batch estimators and OTDD, values and gradients, in float64 (converged) and
-float32 (the same sweeps). Each run is a separate process, so that the rest of the suite keeps
-one device."""
+float32 (the same sweeps). Each 8-device run is a separate process, so that the rest of the suite
+keeps one device; they compile for 8 devices and run with -m slow. The default run checks the
+split code paths on a mesh of this process's one device."""
 
 import json
 import os
@@ -32,6 +33,30 @@ def assert_split_equals_single(results: dict) -> None:
     assert value <= TOLERANCE[key.split("/")[-1]], (key, value)
 
 
+def test_split_code_paths_on_a_mesh_of_one_device():
+  # In this process (one device): the split paths (shard_map, the explicit mesh's placements,
+  # padding of the split axes) under jit and grad; 8 devices run with -m slow below.
+  import jax
+  import numpy as np
+
+  import otkit
+  mesh = jax.make_mesh((1,), ("data",))
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(24, 3)), rng.normal(size=(16, 3)) + 0.5
+  solver = otkit.Sinkhorn(tol=1e-10, max_iters=5000)
+
+  def value(x, mesh):
+    return otkit.solve(otkit.PointCloud(x, y, mesh=mesh), epsilon=0.5, solver=solver).value
+  grad = jax.jit(jax.value_and_grad(value), static_argnums=1)
+  (split, split_grad), (whole, whole_grad) = grad(x, mesh), grad(x, None)
+  np.testing.assert_allclose(split, whole, rtol=1e-10)
+  np.testing.assert_allclose(split_grad, whole_grad, rtol=1e-9, atol=1e-12)
+  key = jax.random.key(0)
+  sliced = [otkit.sliced_wasserstein(key, x, y, n_projections=5, mesh=m).value for m in (mesh, None)]
+  np.testing.assert_allclose(*sliced, rtol=1e-12)
+
+
+@pytest.mark.slow
 def test_split_solve_memory_and_errors():
   results = run_checks("solve", "memory", "errors", "--dtypes", "float32")
   assert_split_equals_single(results)
