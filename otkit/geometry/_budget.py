@@ -15,9 +15,11 @@ counts ``2 · n · m · itemsize`` bytes per problem of the batch.
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from otkit import _validation as V
 
@@ -86,7 +88,6 @@ def available_memory(backend: str) -> int:
   except OSError:  # pragma: no cover - not Linux
     pass
   try:  # pragma: no cover
-    import os
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
   except (AttributeError, ValueError, OSError):  # pragma: no cover
     return 0
@@ -97,7 +98,7 @@ def storage(geom, prefers_dense: bool) -> Storage:
   ``vmap_size`` and ``memory_budget``) whose entries cost more to evaluate than to read when
   ``prefers_dense``."""
   n, m = geom.shape
-  nbytes = 2 * n * m * jax.numpy.dtype(geom.dtype).itemsize * geom.vmap_size
+  nbytes = 2 * n * m * jnp.dtype(geom.dtype).itemsize * geom.vmap_size
   budget = memory_budget() if geom.memory_budget is None else geom.memory_budget
   stored = (geom.chunk_size is None and getattr(geom, "mesh", None) is None and prefers_dense
             and nbytes <= budget)
