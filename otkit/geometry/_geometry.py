@@ -48,14 +48,13 @@ _DENSE_MIN_DIM = 16
 def auto_block_rows(n: int, m: int, chunk_size: int | None, batch: int = 1) -> int:
   """Rows per block of the online reductions: ``chunk_size``, or about ``_*_BLOCK_ELEMENTS``
   cost entries. Under ``vmap`` a block holds that many entries for each of the ``batch``
-  problems, so the automatic size shrinks with the batch: a block of all the problems about
-  twice the single one, but not below a quarter of it per problem (measured on CPU with 4 000
-  points in R^2: 4 batched problems then cost about 4.4× one and 16 about 16.5–17×, against
-  4.6× and 23× with a single problem's block; benchmarks/batching.py)."""
+  problems, so the automatic size shrinks with the batch, down to a block of all the problems
+  about twice the single one (measured on CPU: 4 batched problems of 4 000 points then cost
+  about 4× one instead of 6×, 16 cost about 16.5× instead of 60×; benchmarks/batching.py)."""
   if chunk_size is not None:
     return max(1, min(int(chunk_size), n))
   budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
-  budget = min(budget, max(budget // 4, 2 * budget // max(batch, 1)))
+  budget = min(budget, 2 * budget // max(batch, 1))
   return max(1, min(n, budget // max(m, 1)))
 
 
