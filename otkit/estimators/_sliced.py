@@ -203,15 +203,14 @@ def _normalised(a: Array, b: Array) -> tuple[Array, Array, Array]:
 def _sliced(thetas, x, y, a, b, uniform, p, control_variate, chunk_size, impl, mesh):
   a, b, mass = _normalised(a, b)
   grid = _one_d.uniform_grid(x.shape[0], y.shape[0], x.dtype) if uniform else None
-
-  def terms(thetas, clouds):
-    return _chunked_terms(thetas, *clouds, chunk_size, uniform=uniform, p=p, impl=impl,
-                          control_variate=control_variate)
-
   # With a mesh each device projects and sorts its share of the directions, with XLA's sort
   # (host callbacks inside a split computation can stall its devices).
-  if mesh is not None:
-    impl = "xla"
+  sort_impl = impl if mesh is None else "xla"
+
+  def terms(thetas, clouds):
+    return _chunked_terms(thetas, *clouds, chunk_size, uniform=uniform, p=p, impl=sort_impl,
+                          control_variate=control_variate)
+
   w, g = _sharding.map_split(terms, mesh, thetas, (x, y, a, b, grid))
   if not uniform:
     w = mass * w  # the measures as given, of mass M

@@ -93,13 +93,13 @@ def available_memory(backend: str) -> int:
     return 0
 
 
-def storage(geom, prefers_dense: bool) -> Storage:
-  """The storage decision for ``geom`` (a geometry with ``shape``, ``dtype``, ``chunk_size``,
-  ``vmap_size`` and ``memory_budget``) whose entries cost more to evaluate than to read when
-  ``prefers_dense``."""
+def storage(geom) -> Storage:
+  """The storage decision for ``geom``, a point geometry (``shape``, ``dtype``, ``chunk_size``,
+  ``vmap_size``, ``memory_budget``, ``mesh`` and ``prefers_dense``: whether its entries cost more
+  to evaluate than to read)."""
   n, m = geom.shape
   nbytes = 2 * n * m * jnp.dtype(geom.dtype).itemsize * geom.vmap_size
   budget = memory_budget() if geom.memory_budget is None else geom.memory_budget
-  stored = (geom.chunk_size is None and getattr(geom, "mesh", None) is None and prefers_dense
+  stored = (geom.chunk_size is None and geom.mesh is None and geom.prefers_dense
             and nbytes <= budget)
   return Storage(bool(stored), int(nbytes), int(budget))

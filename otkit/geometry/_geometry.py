@@ -191,7 +191,7 @@ class PointCloud:
       >>> otkit.PointCloud(jnp.zeros((1000, 64)), memory_budget=1 << 20).storage().stored
       False
     """
-    return _budget.storage(self, self.prefers_dense)
+    return _budget.storage(self)
 
   @property
   def cost_matrix(self) -> Array:
@@ -209,10 +209,11 @@ class PointCloud:
       raise ValueError(f"`cost_fn` must be an otkit cost or a callable c(x, y); got {self.cost_fn!r}.")
     _costs.check_cost(self.cost_fn, x, y)
     check_blocking(self)
-    check_mesh(self, x.shape[0], y.shape[0])
     x, y = x.astype(dtype), y.astype(dtype)
     _costs.check_cost_range(self.cost_fn, x, y)
-    return replace_fields(self, x=x, y=y, vmap_size=checked_vmap_size(self.vmap_size, x, y))
+    geom = replace_fields(self, x=x, y=y, vmap_size=checked_vmap_size(self.vmap_size, x, y))
+    check_mesh(geom)
+    return geom
 
   def self_pairs(self) -> tuple["PointCloud", "PointCloud"]:
     """The geometries of ``x`` with ``x`` and of ``y`` with ``y`` (same cost and blocking), for
@@ -263,13 +264,6 @@ class CostMatrix:
 
   def block_cost(self, rows: Array) -> Array:
     return rows
-
-  def storage(self) -> _budget.Storage:
-    """A given matrix is stored: ``nbytes`` is its size (the solvers' transposed copy adds as
-    much)."""
-    n, m = self.shape
-    nbytes = n * m * jnp.dtype(self.dtype).itemsize * self.vmap_size
-    return _budget.Storage(True, int(nbytes), _budget.memory_budget())
 
   def transpose(self) -> "CostMatrix":
     return replace_fields(self, cost_matrix=self.cost_matrix.T)
@@ -346,13 +340,13 @@ class StoredCost:
     return StoredCost(self.cost_matrix_t, self.cost_matrix, self.vmap_size)
 
 
-def check_mesh(geom, n: int, m: int, name: str | None = None, note: str = "") -> None:
-  """Checks ``mesh`` and ``sharded`` of a geometry with ``n`` source and ``m`` target points
-  (the split points are called ``name``, by default the split side)."""
+def check_mesh(geom, name: str | None = None, note: str = "") -> None:
+  """Checks ``mesh`` and ``sharded`` of a geometry (the split points are called ``name``, by
+  default the split side)."""
   if _sharding.check_mesh(geom.mesh) is None:
     return
   V.check_choice("sharded", geom.sharded, tuple(OTHER_SIDE))
-  size = {"x": n, "y": m}[geom.sharded]
+  size = dict(zip("xy", geom.shape))[geom.sharded]
   if size % geom.mesh.size:
     raise ValueError(f"`{name or geom.sharded}` has {size} points, which the mesh's "
                      f"{geom.mesh.size} devices cannot split evenly{note}: pad it (zero "
@@ -364,7 +358,7 @@ def checked_pairs(xx, yy):
   """The self-pairs ``(xx, yy)`` of a geometry, checked to split evenly over its mesh (each
   splits one of the two point sets, the one its parent may not split)."""
   for name, geom in (("x", xx), ("y", yy)):
-    check_mesh(geom, *geom.shape, name=name, note=" (in its self-pair of a Sinkhorn divergence)")
+    check_mesh(geom, name=name, note=" (in its self-pair of a Sinkhorn divergence)")
   return xx, yy
 
 

@@ -130,7 +130,7 @@ class LabelledPointCloud:
 
   def storage(self):
     """As :meth:`otkit.PointCloud.storage`."""
-    return _budget.storage(self, self.prefers_dense)
+    return _budget.storage(self)
 
   @property
   def cost_matrix(self) -> Array:
@@ -201,7 +201,6 @@ def validate(geom: LabelledPointCloud) -> LabelledPointCloud:
       raise ValueError(f"`{name}` must be a finite number >= 0; got {float(w)!r}.")
     weights[name] = w
   G.check_blocking(geom)
-  G.check_mesh(geom, x.shape[0], y.shape[0])
   within = {}
   for name, k in (("label_cost_xx", cost.shape[0]), ("label_cost_yy", cost.shape[1])):
     table = getattr(geom, name)
@@ -212,6 +211,8 @@ def validate(geom: LabelledPointCloud) -> LabelledPointCloud:
                          f"{table.shape}.")
       V.check_finite(name, table)
     within[name] = table
-  return G.replace_fields(geom, x=x.astype(dtype), y=y.astype(dtype), labels_x=labels_x,
+  geom = G.replace_fields(geom, x=x.astype(dtype), y=y.astype(dtype), labels_x=labels_x,
                           labels_y=labels_y, label_cost=cost, **weights, **within,
                           vmap_size=G.checked_vmap_size(geom.vmap_size, x, y))
+  G.check_mesh(geom)
+  return geom
