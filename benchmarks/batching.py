@@ -1,23 +1,27 @@
 """Batches of problems under ``vmap``: what k batched problems cost against one.
 
-For k ∈ {1, 4, 16} problems of n float32 points in R^d (x ~ N(0, I), y ~ N(1, I)), times a fixed
+For k ∈ {4, 16} problems of n float32 points in R^d (x ~ N(0, I), y ~ N(1, I)), times a fixed
 number of sweeps (so that every problem does the same work) of
 
 * ``otkit.solve`` on a ``PointCloud`` (online, ε = 0.05),
 * ``otkit.sinkhorn_divergence`` (three problems, the two symmetric ones by the averaged update),
 
 ``vmap``-ed over the k problems, and reports the time of the batch divided by the time of one
-problem called without ``vmap`` (ideal: k, or less when the batch fills the machine better). The geometry records the
-size of the ``vmap`` it is validated in and divides its automatic block among the problems; the
-"fixed block" column runs the same batch with the block of a single problem (``chunk_size``
-set by hand), which is what every batch used before.
+problem called without ``vmap`` (ideal: k, or less when the batch fills the machine better). The
+two are timed in alternation (``--rounds`` pairs after compilation) and the median ratio is
+reported with its range, so that a slow stretch of a shared machine falls on both. A third
+column times a ``lax.map`` over the same k problems in one program, the batch run one problem at a
+time by hand: on CPU, problems that fill the machine's blocks alone are solved that way under
+``vmap`` too.
 
-  python benchmarks/batching.py [--n 4000] [--d 2] [--sweeps 20] [--out benchmarks/results]
+  python benchmarks/batching.py [--n 4000] [--d 2] [--sweeps 20] [--rounds 5] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 from pathlib import Path
 
 import jax
@@ -26,9 +30,8 @@ import numpy as np
 
 import harness
 import otkit
-from otkit.geometry._geometry import auto_block_rows
 
-BATCHES = (1, 4, 16)
+BATCHES = (4, 16)
 
 
 def problems(k: int, n: int, d: int):
@@ -38,7 +41,7 @@ def problems(k: int, n: int, d: int):
   return x, y
 
 
-def functions(sweeps: int, chunk_size):
+def functions(sweeps: int, chunk_size=None):
   """name -> a function of one problem ``(x, y)``."""
   solver = otkit.Sinkhorn(fixed_iters=sweeps, anneal=False)
 
@@ -53,47 +56,52 @@ def functions(sweeps: int, chunk_size):
   return {"solve": solve, "sinkhorn_divergence": divergence}
 
 
+def clock(fn, *args) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=4000)
   parser.add_argument("--d", type=int, default=2)
   parser.add_argument("--sweeps", type=int, default=20)
+  parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
   args = parser.parse_args(argv)
 
-  single_block = auto_block_rows(args.n, args.n, None)
   rows, data = [], []
-  for name in functions(args.sweeps, None):
-    one = None
+  for name, fn in functions(args.sweeps).items():
+    one = jax.jit(fn)
+    batched = jax.jit(jax.vmap(fn))
+    looped = jax.jit(lambda x, y, fn=fn: jax.lax.map(lambda p: fn(*p), (x, y)))
     for k in BATCHES:
       x, y = problems(k, args.n, args.d)
-      timings = {}
-      for label, chunk in (("auto", None), ("fixed block", single_block)):
-        if k == 1 and label != "auto":
-          continue
-        fn = functions(args.sweeps, chunk)[name]
-        if k == 1:  # one problem, called as it is
-          fn, x, y = jax.jit(fn), x[0], y[0]
-        else:
-          fn = jax.jit(jax.vmap(fn))
-        timings[label] = harness.timed(lambda: fn(x, y), repeats=3)
-      if k == 1:
-        one = timings["auto"].median_s
-      auto = timings["auto"].median_s / one
-      fixed = timings["fixed block"].median_s / one if "fixed block" in timings else None
+      compile_s = clock(batched, x, y)
+      clock(one, x[0], y[0])
+      clock(looped, x, y)
+      singles, ratios, loop_ratios = [], [], []
+      for r in range(args.rounds):
+        single = clock(one, x[r % k], y[r % k])
+        singles.append(single)
+        ratios.append(clock(batched, x, y) / single)
+        loop_ratios.append(clock(looped, x, y) / single)
+      ratio = statistics.median(ratios)
+      loop_ratio = statistics.median(loop_ratios)
       data.append({"function": name, "k": k, "n": args.n, "d": args.d, "sweeps": args.sweeps,
-                   "seconds": timings["auto"].median_s, "ratio": auto,
-                   "seconds_fixed_block": None if fixed is None else timings["fixed block"].median_s,
-                   "ratio_fixed_block": fixed,
-                   "compile_s": timings["auto"].first_s - timings["auto"].median_s})
-      rows.append([name, k, f"{timings['auto'].median_s:.3f}", f"{auto:.2f}×",
-                   "–" if fixed is None else f"{fixed:.2f}×"])
+                   "one_s": statistics.median(singles), "ratio": ratio, "ratios": ratios,
+                   "loop_ratio": loop_ratio, "loop_ratios": loop_ratios, "compile_s": compile_s})
+      rows.append([name, k, f"{statistics.median(singles):.3f}", f"{ratio:.2f}×",
+                   f"{min(ratios):.2f}–{max(ratios):.2f}×", f"{loop_ratio:.2f}×"])
       table = "\n".join([
           f"k problems of n = {args.n} float32 points in R^{args.d} under `jax.vmap`, "
-          f"{args.sweeps} fixed sweeps each, {harness.machine()}. Time of the batch after "
-          f"compilation (median of 3) and its ratio to one problem (ideal: k).", "",
-          *harness.markdown_table(["function", "k", "batch s", "batch ÷ one", "fixed block ÷ one"],
-                                  rows), ""])
+          f"{args.sweeps} fixed sweeps each, {harness.machine()}. One problem and the batch "
+          f"timed in alternation after compilation, {args.rounds} rounds: the median ratio "
+          "batch ÷ one (ideal: k) and its range; the last column is a `lax.map` over the same "
+          "problems in one program.", "",
+          *harness.markdown_table(["function", "k", "one s", "vmap ÷ one", "range",
+                                   "lax.map ÷ one"], rows), ""])
       print(harness.write_results(args.out, "batching", data, table), flush=True)
 
 

@@ -49,13 +49,27 @@ def auto_block_rows(n: int, m: int, chunk_size: int | None, batch: int = 1) -> i
   """Rows per block of the online reductions: ``chunk_size``, or about ``_*_BLOCK_ELEMENTS``
   cost entries. Under ``vmap`` a block holds that many entries for each of the ``batch``
   problems, so the automatic size shrinks with the batch, down to a block of all the problems
-  about twice the single one (measured on CPU: 4 batched problems of 4 000 points then cost
-  about 4× one instead of 6×, 16 cost about 16.5× instead of 60×; benchmarks/batching.py)."""
+  about twice the single one (measured on CPU, 4 batched problems of 4 000 points swept together:
+  about 4× one instead of 6×, 16 about 16.5× instead of 60×; such large problems are now solved
+  one after another instead, :func:`fills_blocks`)."""
   if chunk_size is not None:
     return max(1, min(int(chunk_size), n))
   budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
   budget = min(budget, 2 * budget // max(batch, 1))
   return max(1, min(n, budget // max(m, 1)))
+
+
+def fills_blocks(geom) -> bool:
+  """Whether one problem on ``geom`` alone fills the online reductions' blocks on this backend
+  (a CPU, ``n·m`` at least a block): a ``vmap`` of such problems is then no faster than solving
+  them one after another (:func:`otkit._batching.one_at_a_time`)."""
+  n, m = geom.shape
+  return jax.default_backend() == "cpu" and n * m >= _CPU_BLOCK_ELEMENTS
+
+
+def one_problem(geom):
+  """``geom`` with ``vmap_size`` 1: its blocks and storage sized for a problem solved alone."""
+  return replace_fields(geom, vmap_size=1) if getattr(geom, "vmap_size", 1) != 1 else geom
 
 
 def checked_vmap_size(vmap_size, *arrays) -> int:

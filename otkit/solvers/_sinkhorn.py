@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from otkit import _batching
 from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual
@@ -321,12 +322,16 @@ def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: st
   """Runs ``solve(problem, controls) -> (f, g, (converged, n_iters, error))`` with the
   derivatives of ``grad_mode`` and assembles the :class:`SinkhornOutput` (shared by every
   solver of the dual problem)."""
-  if grad_mode == "implicit":
-    f, g, aux = _implicit.implicit_solve(solve, problem, controls, cg_maxiter=cg_maxiter)
-  else:
+  if grad_mode == "unroll":  # differentiated through its sweeps
     f, g, aux = solve(problem, controls)
-    if grad_mode == "envelope":
-      f, g = jax.lax.stop_gradient((f, g))
+  else:
+    if G.fills_blocks(problem.geom):  # under vmap, one problem after another
+      alone = lambda p, c, solve=solve: solve(p._replace(geom=G.one_problem(p.geom)), c)
+      solve = _batching.one_at_a_time(alone)
+    if grad_mode == "implicit":
+      f, g, aux = _implicit.implicit_solve(solve, problem, controls, cg_maxiter=cg_maxiter)
+    else:  # envelope: the potentials carry no derivative
+      f, g, aux = solve(*jax.lax.stop_gradient((problem, controls)))
   return assemble_output(problem, f, g, aux)
 
 
