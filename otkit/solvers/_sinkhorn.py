@@ -39,11 +39,14 @@ OMEGA_MAX = 1.9
 ANNEAL_BELOW = 3e-3
 # The loop also stops at the floor of the floating-point precision (float32 at small ε): when,
 # for STALL_SWEEPS sweeps, the error has not improved by 1 % and the potentials have not moved
-# beyond rounding (a spread of their change since the
-# best error of at most STALL_MOVE × the dtype's resolution × their size). A long plateau on which
-# the potentials still drift (mass shifting between nearly separate blocks) is no floor. On the
-# floor the potentials random-walk by rounding: over STALL_SWEEPS sweeps their spread reaches
-# 16–32 resolutions under some compilers' summation orders, hence the margin of STALL_MOVE.
+# beyond rounding (a spread of their change since the anchor, the potential at the last
+# improvement or the last move, of at most STALL_MOVE × the dtype's resolution × their size). A
+# long plateau on which the potentials still drift (mass shifting between nearly separate blocks)
+# is no floor. On the floor the potentials random-walk by rounding: over STALL_SWEEPS sweeps their
+# spread reaches 16–32 resolutions under some compilers' summation orders, hence the margin of
+# STALL_MOVE. The anchor follows the potentials when they move: measured from the potential at
+# the best error, a floor whose best error was a lucky rounding met while the potentials were
+# still converging would never count as still.
 STALL_SWEEPS = 300
 STALL_MOVE = 64.0
 
@@ -53,8 +56,8 @@ class SinkhornState(NamedTuple):
 
   ``at_target`` counts sweeps done at the target ε, ``anchor`` is the error after the first of
   them and ``omega`` the relaxation factor in use; ``best`` is the smallest error at the target
-  ε, ``f_best`` the potential then, and ``stall`` the number of sweeps since, if the potentials
-  have not moved beyond rounding (see ``STALL_SWEEPS``).
+  ε, ``f_still`` the potential at the last improvement or move, and ``stall`` the number of
+  sweeps since, if the potentials have not moved beyond rounding from it (see ``STALL_SWEEPS``).
   """
 
   f: Array
@@ -67,7 +70,7 @@ class SinkhornState(NamedTuple):
   anchor: Array
   omega: Array
   best: Array
-  f_best: Array
+  f_still: Array
   stall: Array
 
 
@@ -121,18 +124,19 @@ def relaxation(state: SinkhornState, error: Array, at_target: Array) -> tuple[Ar
 
 def progress(state: SinkhornState, f: Array, g: Array, error: Array,
              at_target: Array) -> tuple[Array, Array, Array]:
-  """The next ``(best, f_best, stall)`` (see ``STALL_SWEEPS``): a sweep stalls when it neither
-  improves the best error by 1 % nor leaves the potentials moved, since the best error, by more
-  than rounding (the spread of ``f − f_best``, which ignores a constant shift)."""
+  """The next ``(best, f_still, stall)`` (see ``STALL_SWEEPS``): a sweep stalls when it neither
+  improves the best error by 1 % nor leaves the potentials moved by more than rounding from
+  ``f_still`` (the spread of ``f − f_still``, which ignores a constant shift), the potential at
+  the last improvement or move."""
   restart = at_target <= RATE_WINDOW + 1  # from the choice of ω on
   improved = (error < 0.99 * state.best) | restart
   best = jnp.where(improved, error, state.best)
-  shift = f - state.f_best
+  shift = f - state.f_still
   size = jnp.max(jnp.abs(f)) + jnp.max(jnp.abs(g))
   moved = jnp.max(shift) - jnp.min(shift) > STALL_MOVE * jnp.finfo(f.dtype).eps * size
-  f_best = jnp.where(improved, f, state.f_best)
+  f_still = jnp.where(improved | moved, f, state.f_still)
   stall = jnp.where(improved | moved, 0, state.stall + 1)
-  return best, f_best, stall
+  return best, f_still, stall
 
 
 def _accept(new: SinkhornState, state: SinkhornState) -> SinkhornState:
@@ -167,9 +171,9 @@ def sinkhorn_step(problem: _dual.Problem, geom_t, schedule: Schedule,
   error = row_error(problem, f, lf, eps_next) + column_error(problem, g, lg, eps)
   at_target = state.at_target + schedule.at_target(state.it).astype(state.at_target.dtype)
   anchor, omega = relaxation(state, error, at_target)
-  best, f_best, stall = progress(state, f, g, error, at_target)
+  best, f_still, stall = progress(state, f, g, error, at_target)
   new = SinkhornState(f, g, lf, error, state.it + 1, state.failed, at_target, anchor, omega,
-                      best, f_best, stall)
+                      best, f_still, stall)
   return _accept(new, state)
 
 
