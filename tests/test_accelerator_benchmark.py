@@ -19,10 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("cost_fn", [otkit.SqEuclidean(), otkit.Cosine()],
                          ids=["sqeuclidean", "cosine"])
 def test_cost_matmuls_request_the_highest_precision(cost_fn):
-  x = jnp.ones((5, 3), jnp.float32)
+  x = jnp.ones((5, 8), jnp.float32)
   hlo = jax.jit(lambda x, y: otkit.PointCloud(x, y, cost_fn=cost_fn).cost_matrix).lower(x, x)
   text = hlo.as_text()
   assert "dot_general" in text and "HIGHEST" in text
+
+
+def test_low_dimensional_squared_distances_use_no_matmul():
+  # d <= 4: summed coordinate by coordinate, so no reduced-precision matrix product (TF32) can
+  # enter them.
+  x = jnp.ones((5, 3), jnp.float32)
+  hlo = jax.jit(lambda x, y: otkit.PointCloud(x, y).cost_matrix).lower(x, x)
+  assert "dot_general" not in hlo.as_text()
 
 
 def test_gpu_benchmark_cpu_smoke(tmp_path):

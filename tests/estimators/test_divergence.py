@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import ot
 import pytest
-from ott.geometry import pointcloud
+from ott.geometry import geometry, pointcloud
 from ott.tools import sinkhorn_divergence as ott_divergence
 
 import helpers
@@ -150,15 +150,24 @@ def test_labelled_geometry_is_the_divergence_of_the_augmented_costs():
 # ----------------------------------------------------------------------------- unbalanced
 
 
+def _kl(p, q):
+  return np.sum(p * np.log(p / q) - p + q)
+
+
+def _unbalanced_primal(cost, plan, a, b, epsilon, tau):
+  """``⟨C, P⟩ + ε KL(P ‖ a⊗b) + ρ KL(P1 ‖ a) + ρ KL(Pᵀ1 ‖ b)``, ``ρ = ε τ / (1 − τ)``."""
+  rho = epsilon * tau / (1 - tau)
+  return (np.sum(cost * plan) + epsilon * _kl(plan, np.outer(a, b))
+          + rho * _kl(plan.sum(1), a) + rho * _kl(plan.sum(0), b))
+
+
 def _pot_unbalanced_value(cost, a, b, epsilon, tau):
-  """The primal value of POT's unbalanced plan: ``⟨C, P⟩ + ε KL(P ‖ a⊗b) + ρ KL(P1 ‖ a)
-  + ρ KL(Pᵀ1 ‖ b)``, ``ρ = ε τ / (1 − τ)`` (POT's ``reg_type="kl"``)."""
+  """The primal value (:func:`_unbalanced_primal`) of POT's unbalanced plan
+  (``reg_type="kl"``)."""
   rho = epsilon * tau / (1 - tau)
   plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, epsilon, rho, method="sinkhorn_stabilized",
                                            reg_type="kl", numItermax=100000, stopThr=1e-13)
-  kl = lambda p, q: np.sum(p * np.log(p / q) - p + q)  # noqa: E731
-  return (np.sum(cost * plan) + epsilon * kl(plan, np.outer(a, b)) + rho * kl(plan.sum(1), a)
-          + rho * kl(plan.sum(0), b))
+  return _unbalanced_primal(cost, plan, a, b, epsilon, tau)
 
 
 # One solver object for the unbalanced tests (their problems share its compilations).
@@ -166,11 +175,15 @@ _UNBALANCED_SOLVER = otkit.Sinkhorn(tol=1e-11, max_iters=20000, grad_mode="envel
 
 
 @functools.partial(jax.jit, static_argnames="tau")  # ott-jax needs a concrete τ
-def _ott_unbalanced(x, y, a, b, epsilon, tau):
+def _ott_unbalanced(costs, a, b, epsilon, tau):
+  """ott-jax's unbalanced divergence on the cost matrices ``(C_xy, C_xx, C_yy)``: its value
+  and the plans of its three problems (``exp((f ⊕ g − C) / ε)``)."""
   _, ref = ott_divergence.sinkhorn_divergence(
-      pointcloud.PointCloud, x, y, a=a, b=b, epsilon=epsilon,
-      solve_kwargs=dict(tau_a=tau, tau_b=tau, threshold=1e-11, max_iterations=20000))
-  return ref.divergence
+      geometry.Geometry, cost_matrix=costs, a=a, b=b, epsilon=epsilon,
+      solve_kwargs=dict(tau_a=tau, tau_b=tau, threshold=1e-12, max_iterations=20000))
+  plans = [jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
+           for (f, g), c in zip(ref.potentials, costs)]
+  return ref.divergence, plans
 
 
 @pytest.mark.parametrize("tau", [0.5, 0.95])
@@ -181,19 +194,30 @@ def test_unbalanced_matches_pot_and_ott_jax(tau):
   ours = otkit.sinkhorn_divergence(x, y, a, b, epsilon=eps, tau_a=tau, tau_b=tau,
                                    solver=_UNBALANCED_SOLVER)
   sq = lambda u, v: ((u[:, None] - v[None]) ** 2).sum(-1)  # noqa: E731
+  mass_term = 0.5 * eps * (a.sum() - b.sum()) ** 2
   expected = (_pot_unbalanced_value(sq(x, y), a, b, eps, tau)
               - 0.5 * _pot_unbalanced_value(sq(x, x), a, a, eps, tau)
-              - 0.5 * _pot_unbalanced_value(sq(y, y), b, b, eps, tau)
-              + 0.5 * eps * (a.sum() - b.sum()) ** 2)
+              - 0.5 * _pot_unbalanced_value(sq(y, y), b, b, eps, tau) + mass_term)
   assert bool(ours.converged)
   np.testing.assert_allclose(ours.value, expected, rtol=1e-7)
   # ott-jax's unbalanced problem takes the entropy relative to the counting measure (its plan
-  # is POT's reg_type="entropy"), so the two agree when every atom has unit weight.
+  # is POT's reg_type="entropy"), so the two values agree when every atom has unit weight.
   ones_x, ones_y = np.ones(20), np.ones(15)
   counts = otkit.sinkhorn_divergence(x, y, ones_x, ones_y, epsilon=eps, tau_a=tau, tau_b=tau,
                                      solver=_UNBALANCED_SOLVER)
-  np.testing.assert_allclose(counts.value, _ott_unbalanced(x, y, ones_x, ones_y, eps, tau),
+  costs = (sq(x, y), sq(x, x), sq(y, y))
+  np.testing.assert_allclose(counts.value, _ott_unbalanced(costs, ones_x, ones_y, eps, tau)[0],
                              rtol=1e-8)
+  # For general weights the mapping is in the costs: entropy relative to a⊗b is entropy
+  # relative to the counting measure on C − ε (log a ⊕ log b). On those costs ott-jax's plans are
+  # otkit's, and the divergence of the stated objective evaluated on them is otkit's value (ott-jax
+  # reports another number there: its dual formula assumes the a⊗b reference).
+  pairs = ((a, b), (a, a), (b, b))
+  mapped = tuple(c - eps * (np.log(u)[:, None] + np.log(v)[None]) for c, (u, v) in zip(costs, pairs))
+  plans = [np.asarray(p) for p in _ott_unbalanced(mapped, a, b, eps, tau)[1]]
+  values = [_unbalanced_primal(c, p, u, v, eps, tau) for c, p, (u, v) in zip(costs, plans, pairs)]
+  np.testing.assert_allclose(ours.value, values[0] - 0.5 * values[1] - 0.5 * values[2] + mass_term,
+                             rtol=1e-7)
 
 
 def test_unbalanced_is_zero_at_equal_measures_nonnegative_and_differentiable():

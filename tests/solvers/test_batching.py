@@ -5,16 +5,18 @@ the batched program (a ``lax.map`` of the solve); the values, potentials, iterat
 gradients must be those of the problems solved one call each, in every layout of the batch.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import otkit
 from otkit.geometry import _geometry as G
 
 K, N = 2, 1536  # N² = 2 359 296 ≥ 2²¹: one problem fills the CPU's blocks
 SMALL = 64
-SOLVER = otkit.Sinkhorn(tol=1e-6)
 
 
 def _data(dtype, n=N, k=K):
@@ -24,16 +26,19 @@ def _data(dtype, n=N, k=K):
   return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
 
 
-def _solve(x, y):
-  out = otkit.solve(otkit.PointCloud(x, y), epsilon=1.0, solver=SOLVER)
+def _solve(x, y, grad_mode="envelope"):
+  solver = otkit.Sinkhorn(tol=1e-6, grad_mode=grad_mode)
+  out = otkit.solve(otkit.PointCloud(x, y), epsilon=1.0, solver=solver)
   return out.value, (out.f, out.n_iters)
 
 
-# One problem: value, potentials, sweeps and the gradient in the points.
-_one = jax.jit(jax.value_and_grad(_solve, argnums=(0, 1), has_aux=True))
-# Problems (K, 2): an outer vmap over both point sets around an inner one over x alone (y shared).
-_batched = jax.jit(jax.vmap(jax.vmap(jax.value_and_grad(_solve, argnums=(0, 1), has_aux=True),
-                                     in_axes=(0, None))))
+@functools.cache
+def _functions(grad_mode):
+  """One problem (value, potentials, sweeps and the gradient in the points), and problems
+  ``(K, 2)``: an outer vmap over both point sets around an inner one over x alone (y shared)."""
+  one = jax.value_and_grad(functools.partial(_solve, grad_mode=grad_mode), argnums=(0, 1),
+                           has_aux=True)
+  return jax.jit(one), jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None))))
 
 
 def test_large_problems_fill_the_blocks_and_small_ones_do_not():
@@ -51,7 +56,9 @@ def test_a_batch_of_large_problems_is_a_loop_over_them():
   assert f"length={K}" not in small  # swept together
 
 
-def test_vmap_nested_and_partly_batched_equals_one_call_per_problem():
+@pytest.mark.parametrize("grad_mode", ["envelope", pytest.param("implicit", marks=pytest.mark.slow)])
+def test_vmap_nested_and_partly_batched_equals_one_call_per_problem(grad_mode):
+  _one, _batched = _functions(grad_mode)
   x, y = _data(jnp.float64)
   xs = jnp.stack([x, x[::-1]], axis=1)  # (K, 2, n, 2): problem (i, j) is (xs[i, j], y[i])
   (value, (f, n_iters)), (gx, gy) = _batched(xs, y)
