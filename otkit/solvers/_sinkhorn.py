@@ -325,7 +325,9 @@ def differentiated_output(solve, problem: _dual.Problem, controls, grad_mode: st
                           cg_maxiter: int) -> SinkhornOutput:
   """Runs ``solve(problem, controls) -> (f, g, (converged, n_iters, error))`` with the
   derivatives of ``grad_mode`` and assembles the :class:`SinkhornOutput` (shared by every
-  solver of the dual problem)."""
+  solver of the dual problem). Under ``vmap`` on CPU, problems that fill the blocks alone are
+  solved one after another (:func:`otkit._batching.one_at_a_time`), except with
+  ``grad_mode="unroll"``, whose sweeps reverse-mode differentiation runs through."""
   if grad_mode == "unroll":  # differentiated through its sweeps
     f, g, aux = solve(problem, controls)
   else:
