@@ -36,11 +36,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# The longest tests start first, so that the two workers do not end with one of them alone.
+# The longest tests, and the files that take longest in all (20–40 s each), start first, so
+# that the two workers do not end with one of them alone on a long file.
 _LONG = ("_notebook.py", "test_stored_cost_matrix_path",
          "test_vmap_over_four_sinkhorn_flows", "test_vmap_over_a_batch_of_four_problems",
          "test_sinkhorn_and_plan_functions_equal_the_dense_cost", "test_demo_writes_a_png",
-         "test_fuzz.py", "test_ot_cfm_learns", "test_meta_flow_matching_fits")
+         "test_fuzz.py", "test_ot_cfm_learns", "test_meta_flow_matching_fits",
+         "test_otdd.py", "test_gromov.py", "test_contract.py", "test_newton.py",
+         "test_sliced.py", "test_sinkhorn.py", "test_assignment.py", "test_barycenter.py",
+         "test_batching.py", "test_divergence.py")
 
 
 def pytest_collection_modifyitems(items):
