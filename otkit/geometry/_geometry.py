@@ -33,6 +33,8 @@ Array = jax.Array
 # About 8 MB of float32 on CPU (fits the last-level cache); larger blocks suit accelerators.
 _CPU_BLOCK_ELEMENTS = 1 << 21
 _ACCELERATOR_BLOCK_ELEMENTS = 1 << 26
+# Problems of at least this many cost entries are solved one after another under vmap on CPU.
+_ALONE_MIN_ELEMENTS = _CPU_BLOCK_ELEMENTS
 _SAME = object()  # default of PointCloud's `y`: the same points as `x`
 OTHER_SIDE = {"x": "y", "y": "x"}
 try:  # see `batch_size`
@@ -64,7 +66,7 @@ def fills_blocks(geom) -> bool:
   (a CPU, ``n·m`` at least a block): a ``vmap`` of such problems is then no faster than solving
   them one after another (:func:`otkit._batching.one_at_a_time`)."""
   n, m = geom.shape
-  return jax.default_backend() == "cpu" and n * m >= _CPU_BLOCK_ELEMENTS
+  return jax.default_backend() == "cpu" and n * m >= _ALONE_MIN_ELEMENTS
 
 
 def one_problem(geom):

@@ -2,7 +2,9 @@
 
 On CPU, problems of at least 2²¹ cost entries (``fills_blocks``) are solved one at a time inside
 the batched program (a ``lax.map`` of the solve); the values, potentials, iteration counts and
-gradients must be those of the problems solved one call each, in every layout of the batch.
+gradients must be those of the problems solved one call each, in every layout of the batch. The
+default run checks that on small problems with the threshold lowered (compilation is what costs
+here), and with ``-m slow`` on problems above the real threshold.
 """
 
 import functools
@@ -33,7 +35,7 @@ def _solve(x, y, grad_mode="envelope"):
 
 
 @functools.cache
-def _functions(grad_mode):
+def _functions(grad_mode, n):  # n: one compilation for each size of problem (and threshold)
   """One problem (value, potentials, sweeps and the gradient in the points), and problems
   ``(K, 2)``: an outer vmap over both point sets around an inner one over x alone (y shared)."""
   one = jax.value_and_grad(functools.partial(_solve, grad_mode=grad_mode), argnums=(0, 1),
@@ -56,10 +58,15 @@ def test_a_batch_of_large_problems_is_a_loop_over_them():
   assert f"length={K}" not in small  # swept together
 
 
-@pytest.mark.parametrize("grad_mode", ["envelope", pytest.param("implicit", marks=pytest.mark.slow)])
-def test_vmap_nested_and_partly_batched_equals_one_call_per_problem(grad_mode):
-  _one, _batched = _functions(grad_mode)
-  x, y = _data(jnp.float64)
+@pytest.mark.parametrize("grad_mode, n", [("envelope", SMALL),
+                                          pytest.param("implicit", N, marks=pytest.mark.slow)])
+def test_vmap_nested_and_partly_batched_equals_one_call_per_problem(grad_mode, n, monkeypatch):
+  if n < N:  # small problems take the path of large ones
+    monkeypatch.setattr(G, "_ALONE_MIN_ELEMENTS", 1)
+  _one, _batched = _functions(grad_mode, n)
+  x, y = _data(jnp.float64, n=n)
+  values = lambda x, y: _solve(x, y, grad_mode)[0]  # noqa: E731
+  assert f"length={K}" in str(jax.make_jaxpr(jax.vmap(values))(x, y))  # one after another
   xs = jnp.stack([x, x[::-1]], axis=1)  # (K, 2, n, 2): problem (i, j) is (xs[i, j], y[i])
   (value, (f, n_iters)), (gx, gy) = _batched(xs, y)
   for i in range(K):
