@@ -46,6 +46,9 @@ def one_at_a_time(fn: Callable) -> Callable:
     leaves, treedef = jax.tree.flatten(args)
     flags = jax.tree.leaves(in_batched)
     mapped = [leaf for leaf, batched in zip(leaves, flags) if batched]
+    if not mapped:  # nothing batched at this level (a forward-mode rule can ask for that)
+      out = fn(*args)
+      return out, jax.tree.map(lambda _: False, out)
 
     def one(problem_leaves):
       it = iter(problem_leaves)

@@ -48,7 +48,7 @@ def _sq_distances(x: Array, y: Array) -> Array:
   spread of the points, not with their distance from the origin. The centre carries no gradient
   (none is due).
   """
-  if x.shape[-1] <= _ELEMENTWISE_MAX_DIM:
+  if 0 < x.shape[-1] <= _ELEMENTWISE_MAX_DIM:
     return sum((x[:, k, None] - y[None, :, k]) ** 2 for k in range(x.shape[-1]))
   centre = jax.lax.stop_gradient(jnp.mean(y, axis=0))
   x, y = x - centre, y - centre

@@ -64,9 +64,16 @@ def run_notebook(name: str) -> None:
   kernel = _kernel()
   if not kernel.is_alive():  # a previous notebook took it down
     kernel.restart_kernel(now=True)
-  client = nbclient.NotebookClient(notebook, km=kernel, timeout=600,
+  client = nbclient.NotebookClient(notebook, km=kernel, timeout=600, interrupt_on_timeout=True,
                                    resources={"metadata": {"path": str(path.parent)}})
-  client.execute()
+  try:
+    client.execute()
+  except BaseException:  # the next notebook starts from a new kernel
+    kernel.restart_kernel(now=True)
+    raise
+  finally:
+    if client.kc is not None:
+      client.kc.stop_channels()
   plots = [out for cell in notebook.cells if cell.cell_type == "code"
            for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
   assert plots, f"{name} draws no plot"
