@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -56,12 +55,6 @@ def functions(sweeps: int, chunk_size=None):
   return {"solve": solve, "sinkhorn_divergence": divergence}
 
 
-def clock(fn, *args) -> float:
-  start = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  return time.perf_counter() - start
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=4000)
@@ -78,20 +71,24 @@ def main(argv=None) -> None:
     looped = jax.jit(lambda x, y, fn=fn: jax.lax.map(lambda p: fn(*p), (x, y)))
     for k in BATCHES:
       x, y = problems(k, args.n, args.d)
-      compile_s = clock(batched, x, y)
-      clock(one, x[0], y[0])
-      clock(looped, x, y)
-      singles, ratios, loop_ratios = [], [], []
+      seconds = lambda fn, *args: harness.clock(lambda: fn(*args))[0]  # noqa: E731
+      first = seconds(batched, x, y)
+      seconds(one, x[0], y[0])
+      seconds(looped, x, y)
+      singles, batches, ratios, loop_ratios = [], [], [], []
       for r in range(args.rounds):
-        single = clock(one, x[r % k], y[r % k])
+        x_r, y_r = x[r % k], y[r % k]
+        single = seconds(one, x_r, y_r)
         singles.append(single)
-        ratios.append(clock(batched, x, y) / single)
-        loop_ratios.append(clock(looped, x, y) / single)
+        batches.append(seconds(batched, x, y))
+        ratios.append(batches[-1] / single)
+        loop_ratios.append(seconds(looped, x, y) / single)
       ratio = statistics.median(ratios)
       loop_ratio = statistics.median(loop_ratios)
       data.append({"function": name, "k": k, "n": args.n, "d": args.d, "sweeps": args.sweeps,
                    "one_s": statistics.median(singles), "ratio": ratio, "ratios": ratios,
-                   "loop_ratio": loop_ratio, "loop_ratios": loop_ratios, "compile_s": compile_s})
+                   "loop_ratio": loop_ratio, "loop_ratios": loop_ratios,
+                   "compile_s": first - statistics.median(batches)})
       rows.append([name, k, f"{statistics.median(singles):.3f}", f"{ratio:.2f}×",
                    f"{min(ratios):.2f}–{max(ratios):.2f}×", f"{loop_ratio:.2f}×"])
       table = "\n".join([

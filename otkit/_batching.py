@@ -6,8 +6,8 @@ machine's blocks gains nothing from batching: every sweep does ``k`` times the w
 converged. :func:`one_at_a_time` gives such a function a batching rule
 (``jax.custom_batching.custom_vmap``) that runs the batch as a ``lax.map``: each problem with the
 blocks and the number of sweeps it would have alone, and ``k`` problems in ``k`` times the time
-of one (16 problems of 4 000 points: 15.5× one, against 16.4–16.6× for the batched sweeps;
-benchmarks/batching.py).
+of one (16 problems of 4 000 points: 15.5–15.7× one, against 16.4–16.6× for the batched
+sweeps; benchmarks/batching.py).
 
 The rule is for forward computations only (``custom_vmap`` has no reverse-mode rule): callers
 wrap the solve that an implicit or envelope derivative rule stands in front of.
