@@ -39,12 +39,12 @@ OMEGA_MAX = 1.9
 ANNEAL_BELOW = 3e-3
 # The loop also stops at the floor of the floating-point precision (float32 at small ε): when,
 # for STALL_SWEEPS sweeps, the error has not improved by 1 % and the potentials have not moved
-# beyond rounding (a spread of their change since the anchor, the potential at the last
+# beyond rounding (a spread of their change since `f_still`, the potential at the last
 # improvement or the last move, of at most STALL_MOVE × the dtype's resolution × their size). A
 # long plateau on which the potentials still drift (mass shifting between nearly separate blocks)
 # is no floor. On the floor the potentials random-walk by rounding: over STALL_SWEEPS sweeps their
 # spread reaches 16–32 resolutions under some compilers' summation orders, hence the margin of
-# STALL_MOVE. The anchor follows the potentials when they move: measured from the potential at
+# STALL_MOVE. `f_still` follows the potentials when they move: measured from the potential at
 # the best error, a floor whose best error was a lucky rounding met while the potentials were
 # still converging would never count as still.
 STALL_SWEEPS = 300
