@@ -8,12 +8,14 @@ import shutil
 import sys
 import tempfile
 
-# The tests' arrays are tiny and their time goes to compiling: at backend optimisation level 0
-# and without LLVM's expensive passes XLA compiles faster (the whole run by about a fifth). The
-# floating-point results are those of another summation order, which every assertion must
-# tolerate anyway. Set before JAX starts its backend (notebook kernels inherit it); a user's
-# setting of either flag is kept.
-for _flag in ("--xla_llvm_disable_expensive_passes=true", "--xla_backend_optimization_level=0"):
+# The tests' arrays are tiny and their time goes to compiling. XLA compiles faster at backend
+# optimisation level 0, without LLVM's expensive passes, and with its CPU fusions emitted
+# directly to LLVM instead of through the MLIR fusion emitters (the three halve the run's compile
+# time). The floating-point results are those of another summation order, which every
+# assertion must tolerate anyway. Set before JAX starts its backend (notebook kernels inherit
+# it); a user's setting of any of these flags is kept.
+for _flag in ("--xla_llvm_disable_expensive_passes=true", "--xla_backend_optimization_level=0",
+              "--xla_cpu_use_fusion_emitters=false"):
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
