@@ -12,7 +12,7 @@ the Gaussian approximation of each pair (the Brenier potential of the Bures map 
 batches' means and covariances, for ``d ≤ WARM_START_MAX_DIM``): it shortens the augmenting-path
 searches several-fold and never changes the result. On CPU the exact solves run on the host
 (``exact_method="auto"``, see :func:`otkit.assignment`): each chunk of pairs is one callback that
-loops SciPy's exact solver over the warm-started problems. Random permutations are drawn by
+loops the host's exact solver over the warm-started problems (see :func:`otkit.assignment`). Random permutations are drawn by
 sorting random keys, with NumPy's sort on the host on CPU (:mod:`otkit._host`).
 
 References:
@@ -116,6 +116,8 @@ def assign_pair(x: Array, y: Array, cost_fn, method: str = "jax",
                 duals: bool = True) -> _assignment.AssignmentOutput:
   """The exact assignment between two batches ``x, y (m, d)``, warm-started (see
   :func:`warm_start`); ``method`` and ``duals`` as in :func:`exact_pair`."""
+  if method == "host" and not duals and isinstance(cost_fn, _costs.SqEuclidean):
+    return _assignment.solve_host_points(x, y, warm_start(x, y, cost_fn))
   if isinstance(cost_fn, _costs.SqEuclidean) and x.shape[1] <= ROWS_FROM_POINTS_MAX_DIM:
     cost, row_fn = _sq_rows(x, y)
   else:
@@ -330,7 +332,7 @@ def minibatch_ot(key, x, y, a=None, b=None, *, batch_size, n_batches, inner="exa
     chunk_size: static; pairs per ``vmap`` chunk, which bounds the memory to
       ``O(chunk_size · m²)`` (``None``: sized from ``m``). The result does not depend on it.
     exact_method: static; how ``inner="exact"`` runs, as ``method`` of :func:`otkit.assignment`:
-      ``"auto"`` (default: SciPy on the host when JAX's default backend is the CPU, the in-graph
+      ``"auto"`` (default: the host's solver when JAX's default backend is the CPU, the in-graph
       solver otherwise), ``"host"`` or ``"jax"``. Same costs either way.
     mesh: a ``jax.sharding.Mesh`` (static) to divide the batch pairs among its devices (points
       arriving split along ``n`` are gathered into batches), which then solve exact pairs

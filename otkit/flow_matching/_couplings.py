@@ -73,8 +73,9 @@ def exact_permutation(x0: Array, x1: Array) -> tuple[Array, Array]:
   """The optimal assignment ``σ`` of ``‖x0_i − x1_σ(i)‖²`` (uniform equal batches) and the
   solve's result code.
 
-  The host (SciPy) solver on CPU, the in-graph search elsewhere; no dual recovery (only the
-  permutation is needed). Batched by ``vmap`` into one host call.
+  The host's solver on CPU (given the points: the costs are made on the host), the in-graph
+  search elsewhere; no dual recovery (only the permutation is needed). Batched by ``vmap`` into
+  one host call.
   """
   x0, x1 = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(x1)
   out = _minibatch.assign_pair(x0, x1, SqEuclidean(), _assignment.resolve_method("auto"),

@@ -13,16 +13,19 @@ The search is written for one problem as a flat ``lax.while_loop`` state machine
 scan or one path flip per step, static shapes), batched with ``vmap``; leading batch axes are
 solved in chunks (``lax.map`` of a ``vmap``), so a batch of problems runs as one XLA loop.
 
-Host path (``method="host"``, the default on CPU): the same problems solved by SciPy's
-``linear_sum_assignment`` (Crouse's shortest augmenting path method, exact, in C++) through one
-``jax.pure_callback`` per chunk of a batch, so it runs under ``jit`` and ``vmap`` on any backend.
-On CPU the in-graph search pays a handful of small XLA kernels for each of its hundreds of
-sequential steps per problem (and a batch runs as many steps as its slowest problem); SciPy's
-compiled loop does the same searches several times faster (``benchmarks/minibatch.py``). The host
-receives each problem reduced by the warm start and its c-transform (``C_ij − init_i − g_j`` with
-``g_j = min_i (C_ij − init_i)``, in float64: the optimal permutations are unchanged, and good
-potentials shorten SciPy's searches as they shorten ours) and returns only the permutation. The
-dual potentials are then recovered in JAX by Bellman–Ford sweeps on the optimal matching
+Host path (``method="host"``, the default on CPU): the same problems solved by compiled code
+on the host through one ``jax.pure_callback`` per chunk of a batch, so it runs under ``jit`` and
+``vmap`` on any backend. With Numba installed, otkit's own solver (:mod:`otkit.solvers._auction`:
+an ``ε``-scaling auction, then exact shortest augmenting paths); otherwise, and for problems with
+``+inf`` or NaN entries, SciPy's ``linear_sum_assignment`` (Crouse's shortest augmenting path
+method, exact, in C++). On CPU the in-graph search pays a handful of small XLA kernels for each
+of its hundreds of sequential steps per problem (and a batch runs as many steps as its slowest
+problem); the compiled loops do the same work several times faster (``benchmarks/minibatch.py``).
+The host receives each problem reduced by the warm start and its c-transform
+(``C_ij − init_i − g_j`` with ``g_j = min_i (C_ij − init_i)``, in float64: the optimal
+permutations are unchanged, and good potentials shorten the host's searches as they shorten
+ours) and returns only the permutation; for ``‖x_i − y_j‖²`` it can receive the points instead
+and make the costs itself (:func:`solve_host_points`). The dual potentials are then recovered in JAX by Bellman–Ford sweeps on the optimal matching
 (``g_j ≤ g_σ(i) + C_ij − C_iσ(i)``, from the warm start's ``g``; each sweep one ``(n, n)``
 min-plus product, typically 10–30 of them), so both paths return the same fields.
 
@@ -54,6 +57,7 @@ import numpy as np
 
 from otkit import _host
 from otkit import _validation as V
+from otkit.solvers import _auction
 from otkit.solvers._output import Result, result_code
 
 Array = jax.Array
@@ -273,7 +277,7 @@ def solve_one(cost: Array, init: Array, row_fn=None) -> AssignmentOutput:
 
 
 # ---------------------------------------------------------------------------------------------
-# Host path: SciPy's exact solver through one callback per batch, duals recovered in JAX
+# Host path: compiled exact solvers through one callback per batch, duals recovered in JAX
 
 
 def _solve_rows(costs: np.ndarray, fs: np.ndarray, gs: np.ndarray, perms: np.ndarray,
@@ -281,7 +285,12 @@ def _solve_rows(costs: np.ndarray, fs: np.ndarray, gs: np.ndarray, perms: np.nda
   """Fills ``perms`` and ``solved`` for problems ``costs (k, n, n)`` reduced by ``fs, gs``."""
   from scipy.optimize import linear_sum_assignment  # host only (SciPy comes with jax)
 
+  compiled = _auction.available()
   for p in range(costs.shape[0]):
+    perm = _auction.solve(costs[p], fs[p], gs[p]) if compiled else None
+    if perm is not None:
+      perms[p] = perm
+      continue
     reduced = costs[p].astype(np.float64)
     reduced -= fs[p][:, None]
     reduced -= gs[p]
@@ -320,6 +329,62 @@ def host_permutation(cost: Array, f: Array, g: Array) -> tuple[Array, Array]:
   out = (jax.ShapeDtypeStruct(cost.shape[:-1], jnp.int32),
          jax.ShapeDtypeStruct(cost.shape[:-2], jnp.bool_))
   return _host.callback(_host_permutations, out, cost, f, g, vmap_method="broadcast_all")
+
+
+def _solve_point_rows(xs: np.ndarray, ys: np.ndarray, fs: np.ndarray, perms: np.ndarray,
+                      gs: np.ndarray, solved: np.ndarray) -> None:
+  """Fills ``perms``, ``gs`` and ``solved`` for the squared Euclidean problems between
+  ``xs, ys (k, n, d)`` with warm starts ``fs (k, n)``."""
+  compiled = _auction.available()
+  for p in range(xs.shape[0]):
+    out = _auction.solve_points(xs[p], ys[p], fs[p]) if compiled else None
+    if out is not None:
+      perms[p], gs[p] = out
+      continue
+    diff = xs[p].astype(np.float64)[:, None, :] - ys[p].astype(np.float64)[None, :, :]
+    cost = np.sum(diff * diff, axis=-1)
+    with np.errstate(invalid="ignore"):
+      gs[p] = np.min(cost - fs[p][:, None], axis=0)
+    _solve_rows(cost[None], fs[p:p + 1], gs[p:p + 1], perms[p:p + 1], solved[p:p + 1])
+
+
+def _host_point_permutations(x: np.ndarray, y: np.ndarray, f: np.ndarray):
+  """:func:`_host_permutations` for ``C_ij = ‖x_i − y_j‖²`` given the points ``x, y (..., n,
+  d)`` and row potentials ``f (..., n)``: the costs are made on the host, in float64. Returns
+  the permutations ``(..., n)`` int32, the column potentials ``g = min_i (C_ij − f_i)`` and
+  whether each problem was solved."""
+  x, y = np.asarray(x), np.asarray(y)
+  n, d = x.shape[-2:]
+  lead = x.shape[:-2]
+  xs, ys = x.reshape(-1, n, d), y.reshape(-1, n, d)
+  fs = np.asarray(f, np.float64).reshape(-1, n)
+  count = xs.shape[0]
+  perms = np.empty((count, n), np.int32)
+  gs = np.empty((count, n))
+  solved = np.ones(count, bool)
+  _host.for_row_blocks(
+      lambda s: _solve_point_rows(xs[s], ys[s], fs[s], perms[s], gs[s], solved[s]), count,
+      parallel=count * n * n >= _PARALLEL_MIN_SIZE, rows_per_thread=PARALLEL_MIN_PROBLEMS)
+  return (perms.reshape(*lead, n), gs.astype(f.dtype).reshape(*lead, n),
+          solved.reshape(lead))
+
+
+def solve_host_points(x: Array, y: Array, init: Array) -> AssignmentOutput:
+  """The exact assignment for ``C_ij = ‖x_i − y_j‖²`` between ``x, y (n, d)``, on the host,
+  without the ``(n, n)`` matrix on the device and without dual recovery (``duals=False`` of
+  :func:`solve_host`: ``f`` is the warm start ``init``, ``g`` its c-transform, ``gap`` is
+  ``+inf``). ``cost`` is differentiable in ``x`` and ``y``. Batch with ``vmap``."""
+  n = x.shape[0]
+  out = (jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((n,), init.dtype),
+         jax.ShapeDtypeStruct((), jnp.bool_))
+  perm, g, found = _host.callback(_host_point_permutations, out, x, y, init,
+                                  vmap_method="broadcast_all")
+  value = jnp.sum(jnp.square(x - y[perm]))
+  converged = found & jnp.isfinite(value)
+  result = result_code(converged, failed=jnp.asarray(True), stalled=jnp.asarray(False))
+  return AssignmentOutput(perm=perm, cost=value, f=init, g=g,
+                          gap=jnp.full((), jnp.inf, value.dtype), result=result,
+                          n_iters=jnp.zeros((), jnp.int32))
 
 
 def dual_potentials(cost: Array, perm: Array, g: Array) -> tuple[Array, Array, Array]:
@@ -456,10 +521,11 @@ def assignment(cost_matrix, *, init=None, chunk_size=None, method="auto") -> Ass
   ``O(n³)`` work per problem.
 
   Two implementations, same result fields: ``method="jax"`` runs the search in the graph (one
-  ``lax.while_loop`` of static shapes: GPU/TPU); ``method="host"`` solves each problem with
-  ``scipy.optimize.linear_sum_assignment`` (exact, float64) through ``jax.pure_callback``, the
-  whole batch in one callback per chunk, and recovers the potentials in JAX (see the module
-  notes); on CPU it is several times faster. ``"auto"`` picks ``"host"`` when JAX's default
+  ``lax.while_loop`` of static shapes: GPU/TPU); ``method="host"`` solves each problem on the
+  host in float64 (with Numba installed, otkit's compiled auction and augmenting paths; otherwise
+  ``scipy.optimize.linear_sum_assignment``) through ``jax.pure_callback``, the whole batch in
+  one callback per chunk, and recovers the potentials in JAX (see the module notes); on CPU it
+  is several times faster. ``"auto"`` picks ``"host"`` when JAX's default
   backend is the CPU and ``"jax"`` otherwise. Both are exact; they may return different optimal
   permutations only when several are optimal (ties).
 
