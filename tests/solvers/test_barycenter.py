@@ -82,6 +82,26 @@ def test_debiased_runs_pots_iteration():
   assert entropy(out.weights) < entropy(plain.weights)
 
 
+@pytest.mark.parametrize("epsilon,debiased", [(0.01, False), (0.01, True), (2e-5, False)])
+def test_kernel_sweeps_equal_the_log_domain(monkeypatch, epsilon, debiased):
+  """float64 on one support: the sweeps are matrix products with the stored kernel; at ε = 2e-5
+  the kernel underflows (C/ε up to 5·10⁴) and the sweeps fall back to the log domain. The same
+  sweeps (converged or not) give the same state."""
+  from otkit.solvers import _kernel
+
+  run = lambda: otkit.barycenter(GRID, HISTS, lambdas=LAMBDAS, epsilon=epsilon,
+                                 debiased=debiased, solver=otkit.Sinkhorn(tol=1e-8, max_iters=300))
+  products = lambda: str(jax.make_jaxpr(lambda: run())()).count("dot_general")  # a new trace
+  with_kernel, fast = products(), run()
+  monkeypatch.setattr(_kernel, "fits", lambda geom: False)
+  assert products() < with_kernel  # the kernel's matrix products are gone
+  slow = run()
+  assert int(fast.n_iters) == int(slow.n_iters) and int(fast.result) == int(slow.result)
+  np.testing.assert_allclose(fast.weights, slow.weights, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(fast.f, slow.f, rtol=0, atol=1e-9 * np.abs(slow.f).max())
+  np.testing.assert_allclose(fast.value, slow.value, rtol=1e-10)
+
+
 def test_gradients_match_finite_differences():
   """In the histograms, λ, the support points and ε (one compiled gradient)."""
   w = np.random.default_rng(0).normal(size=N)
