@@ -201,8 +201,9 @@ def _times(r, prefix, suffix=""):
 
 def markdown(rows, header):
   lines = [header, "", "otkit's exact solver three ways: **otkit** = the default "
-           "(`method=\"auto\"`: SciPy's exact solver on the host through one `pure_callback` per "
-           "chunk on CPU, its loop split between threads), **1 thread** = the same on one thread, "
+           "(`method=\"auto\"`: the host's exact solver, an ε-scaling auction finished by exact "
+           "augmenting paths compiled by Numba, through one `pure_callback` per chunk on CPU, its "
+           "loop split between threads), **1 thread** = the same on one thread, "
            "**JAX** = the in-graph augmenting-path search (the default on GPU/TPU).", "",
            "### Exact assignment: one `otkit.assignment` call vs `scipy.optimize."
            "linear_sum_assignment` and POT's `ot.emd2` looped", "",
