@@ -44,6 +44,7 @@ class _Kernels(NamedTuple):
   reduce: Callable
   reduce_points: Callable
   auction: Callable
+  feasible: Callable
   augment: Callable
 
 
@@ -55,7 +56,10 @@ def _compiled() -> _Kernels | None:
   except ImportError:
     return None
   jit = numba.njit(cache=True, nogil=True)
-  return _Kernels(jit(_reduce), jit(_reduce_points), jit(_auction), jit(_augment))
+  # Finite inputs only (checked before the call): free to vectorise and reassociate.
+  fast = numba.njit(cache=True, nogil=True, fastmath=True)
+  return _Kernels(jit(_reduce), fast(_reduce_points), jit(_auction), fast(_feasible),
+                  jit(_augment))
 
 
 def available() -> bool:
@@ -97,26 +101,32 @@ def solve_points(x: np.ndarray, y: np.ndarray, f: np.ndarray):
     >>> perm.tolist(), g.tolist()
     ([2, 1, 0], [0.0, 0.0, 0.0])
   """
+  f = np.asarray(f, np.float64)
+  if not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(f).all()):
+    return None
   n = x.shape[0]
-  reduced, g = np.empty((n, n)), np.empty(n)
-  spread = _compiled().reduce_points(np.ascontiguousarray(x), np.ascontiguousarray(y),
-                                     np.asarray(f, np.float64), reduced, g)
-  perm = _finish(reduced, spread)
+  shifted, g = np.empty((n, n)), np.empty(n)
+  spread = _compiled().reduce_points(np.ascontiguousarray(x), np.ascontiguousarray(y), f,
+                                     shifted, g)
+  perm = _finish(shifted, spread, g.copy())
   return None if perm is None else (perm, g)
 
 
-def _finish(reduced: np.ndarray, spread: float) -> np.ndarray | None:
-  """The auction and the exact phase on a reduced matrix whose mean entry exceeds its smallest
-  by ``spread`` (the scale of the first ``ε``); ``None`` if ``spread`` is not finite."""
+def _finish(cost: np.ndarray, spread: float, v: np.ndarray | None = None) -> np.ndarray | None:
+  """The auction and the exact phase on ``cost`` from column potentials ``v`` (default 0) with
+  which every column has a zero reduced cost, the reduced costs' mean exceeding their smallest by
+  ``spread`` (the scale of the first ``ε``); ``None`` if ``spread`` is not finite."""
   if not np.isfinite(spread):
     return None
   kernels = _compiled()
-  n = reduced.shape[0]
-  v = np.zeros(n)
+  n = cost.shape[0]
+  v = np.zeros(n) if v is None else v
   if n > 1 and spread > 0.0:
     first = FIRST_EPSILON * spread
-    kernels.auction(reduced, v, first, first * LAST_EPSILON, MAX_BIDS_PER_ROW * n)
-  return kernels.augment(reduced, v)
+    kernels.auction(cost, v, first, first * LAST_EPSILON, MAX_BIDS_PER_ROW * n)
+  u = np.empty(n)
+  kernels.feasible(cost, v, u)
+  return kernels.augment(cost, u, v)
 
 
 def _reduce(cost, f, g, out):
@@ -133,25 +143,28 @@ def _reduce(cost, f, g, out):
 
 
 def _reduce_points(x, y, f, out, g):
-  """``out = C − f ⊕ g`` for ``C_ij = ‖x_i − y_j‖²`` (float64) and ``g = min_i (C_ij − f_i)``
-  (written to ``g``); returns the mean of ``out`` less its minimum."""
+  """``out = C − f`` for ``C_ij = ‖x_i − y_j‖²`` (float64, finite inputs) and its column minima
+  ``g`` (written to ``g``); returns the mean of the reduced costs ``out − g``, whose minimum is
+  0. Loops over columns, so the compiler vectorises them."""
   n, d = x.shape
-  g[:] = np.inf
+  y_t = np.empty((d, n))
+  for k in range(d):
+    for j in range(n):
+      y_t[k, j] = y[j, k]
+  g[:] = 1e308
+  total = 0.0
   for i in range(n):
     for j in range(n):
-      c = 0.0
-      for k in range(d):
-        diff = np.float64(x[i, k]) - np.float64(y[j, k])
-        c += diff * diff
-      out[i, j] = c - f[i]
-      g[j] = min(g[j], out[i, j])
-  total, low = 0.0, np.inf
-  for i in range(n):
+      out[i, j] = -f[i]
+    for k in range(d):
+      x_ik = np.float64(x[i, k])
+      for j in range(n):
+        diff = x_ik - y_t[k, j]
+        out[i, j] += diff * diff
     for j in range(n):
-      out[i, j] -= g[j]
       total += out[i, j]
-      low = min(low, out[i, j])
-  return total / (n * n) - low
+      g[j] = min(g[j], out[i, j])
+  return total / (n * n) - np.sum(g) / n
 
 
 def _auction(cost, v, epsilon, last_epsilon, max_bids):
@@ -191,20 +204,28 @@ def _auction(cost, v, epsilon, last_epsilon, max_bids):
     epsilon = max(epsilon / EPSILON_FACTOR, last_epsilon)
 
 
-def _augment(cost, v):
-  """Exact assignment from column potentials ``v``: c-transforms make ``(u, v)`` feasible with a
-  tight pair in every row and column, free rows take a free tight column where they can, and
-  each remaining row is matched by a shortest augmenting path (Dijkstra on
-  ``cost − u ⊕ v ≥ 0``) followed by the potential update that keeps feasibility."""
+def _feasible(cost, v, u):
+  """c-transforms of the column potentials ``v``: ``u_i = min_j (cost_ij − v_j)``, then
+  ``v_j = min_i (cost_ij − u_i)`` (in place): feasible potentials with a tight pair in every row
+  and column."""
   n = cost.shape[0]
-  u = np.full(n, np.inf)
   for i in range(n):
+    low = 1e308
     for j in range(n):
-      u[i] = min(u[i], cost[i, j] - v[j])
-  v[:] = np.inf
+      low = min(low, cost[i, j] - v[j])
+    u[i] = low
+  v[:] = 1e308
   for i in range(n):
     for j in range(n):
       v[j] = min(v[j], cost[i, j] - u[i])
+
+
+def _augment(cost, u, v):
+  """Exact assignment from feasible potentials ``(u, v)`` (:func:`_feasible`): free rows take a
+  free tight column where they can, and each remaining row is matched by a shortest augmenting
+  path (Dijkstra on ``cost − u ⊕ v ≥ 0``) followed by the potential update that keeps
+  feasibility."""
+  n = cost.shape[0]
   col = np.full(n, -1, np.int64)  # column of each row
   row = np.full(n, -1, np.int64)  # row of each column
   for i in range(n):
