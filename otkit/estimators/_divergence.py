@@ -116,7 +116,10 @@ def sinkhorn_divergence(x, y=None, a=None, b=None, *, epsilon, tau_a=1.0, tau_b=
   mass term of Séjourné et al. keeps it non-negative and zero at ``μ = ν``. The entropy is
   relative to ``a⊗b`` (POT's ``reg_type="kl"``); ott-jax's unbalanced solver takes it relative
   to the counting measure, so ott-jax's ``sinkdiv`` agrees with this one when every atom has
-  unit weight and differs otherwise. The symmetric problems are
+  unit weight. For general weights the weights go into the costs: this divergence of ``(a, b)``
+  on ``C`` is ott-jax's with unit weights on ``C_ij − (ε + ρ_a) log a_i − (ε + ρ_b) log b_j``
+  (for each of the three problems; the constants this leaves cancel in ``S_ε``). The symmetric
+  problems are
   solved with the averaged symmetric update when ``τ_a = τ_b`` is known before tracing. All
   three run online (no n×m matrix) for point clouds.
 

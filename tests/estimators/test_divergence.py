@@ -208,11 +208,18 @@ def test_unbalanced_matches_pot_and_ott_jax(tau):
   costs = (sq(x, y), sq(x, x), sq(y, y))
   np.testing.assert_allclose(counts.value, _ott_unbalanced(costs, ones_x, ones_y, eps, tau)[0],
                              rtol=1e-8)
-  # For general weights the mapping is in the costs: entropy relative to a⊗b is entropy
-  # relative to the counting measure on C − ε (log a ⊕ log b). On those costs ott-jax's plans are
-  # otkit's, and the divergence of the stated objective evaluated on them is otkit's value (ott-jax
-  # reports another number there: its dual formula assumes the a⊗b reference).
+  # For general weights the weights go into the costs (the stated mapping): KL(P ‖ a⊗b) and
+  # ρ KL(P1 ‖ a) are KL(P ‖ 1), ρ KL(P1 ‖ 1) less ⟨(ε + ρ) log a ⊕ (ε + ρ) log b, P⟩ plus
+  # constants that cancel in the divergence. ott-jax's reported value on those costs with unit
+  # weights is otkit's.
   pairs = ((a, b), (a, a), (b, b))
+  rho = eps * tau / (1 - tau)
+  shifted = tuple(c - (eps + rho) * (np.log(u)[:, None] + np.log(v)[None])
+                  for c, (u, v) in zip(costs, pairs))
+  np.testing.assert_allclose(ours.value, _ott_unbalanced(shifted, ones_x, ones_y, eps, tau)[0],
+                             rtol=1e-8)
+  # With the entropy's shift alone, C − ε (log a ⊕ log b), and the weights kept, ott-jax's plans
+  # are otkit's, and the divergence of the stated objective evaluated on them is otkit's value.
   mapped = tuple(c - eps * (np.log(u)[:, None] + np.log(v)[None]) for c, (u, v) in zip(costs, pairs))
   plans = [np.asarray(p) for p in _ott_unbalanced(mapped, a, b, eps, tau)[1]]
   values = [_unbalanced_primal(c, p, u, v, eps, tau) for c, p, (u, v) in zip(costs, plans, pairs)]
