@@ -3,10 +3,10 @@
 Three kernels of otkit run faster on the host than in XLA on a CPU: sorting (NumPy's SIMD sort,
 :mod:`otkit.closed_form._sorting`), random permutations (a NumPy argsort of random keys,
 :mod:`otkit.estimators._minibatch`) and exact assignment (otkit's auction compiled by Numba, or
-SciPy's ``linear_sum_assignment``, :mod:`otkit.solvers._assignment`). Each is a ``jax.pure_callback`` (:func:`callback`), chosen
-when the program is lowered for a CPU (:func:`on_cpu`), and splits large batches of independent
-rows between the threads of one small pool (:func:`for_row_blocks`): NumPy, SciPy and the
-compiled solver release the GIL while they work.
+SciPy's ``linear_sum_assignment``, :mod:`otkit.solvers._assignment`). Each is a
+``jax.pure_callback`` (:func:`callback`), chosen when the program is lowered for a CPU
+(:func:`on_cpu`), and splits large batches of independent rows between the threads of one small pool
+(:func:`for_row_blocks`): NumPy, SciPy and the compiled solver release the GIL while they work.
 """
 
 from __future__ import annotations

@@ -7,13 +7,14 @@ measure, solves OT between the uniform measures on each pair and averages:
 the batches being uniform and of equal size) or by a Sinkhorn solver object
 (:class:`otkit.Sinkhorn`, :class:`otkit.SinkhornNewton`) through :func:`otkit.solve`.
 
-For the default cost ``‖x − y‖²`` the exact inner solver is warm-started with the potentials of
-the Gaussian approximation of each pair (the Brenier potential of the Bures map between the
-batches' means and covariances, for ``d ≤ WARM_START_MAX_DIM``): it shortens the augmenting-path
-searches several-fold and never changes the result. On CPU the exact solves run on the host
+For the default cost ``‖x − y‖²`` the exact inner solver is warm-started with the potentials of the
+Gaussian approximation of each pair (the Brenier potential of the Bures map between the batches'
+means and covariances, for ``d ≤ WARM_START_MAX_DIM``): it shortens the augmenting-path searches
+several-fold and never changes the result. On CPU the exact solves run on the host
 (``exact_method="auto"``, see :func:`otkit.assignment`): each chunk of pairs is one callback that
-loops the host's exact solver over the warm-started problems (see :func:`otkit.assignment`). Random permutations are drawn by
-sorting random keys, with NumPy's sort on the host on CPU (:mod:`otkit._host`).
+loops the host's exact solver over the warm-started problems (see :func:`otkit.assignment`). Random
+permutations are drawn by sorting random keys, with NumPy's sort on the host on CPU
+(:mod:`otkit._host`).
 
 References:
   Fatras, Zine, Flamary, Gribonval, Courty, "Learning with minibatch Wasserstein: asymptotic and

@@ -13,21 +13,21 @@ The search is written for one problem as a flat ``lax.while_loop`` state machine
 scan or one path flip per step, static shapes), batched with ``vmap``; leading batch axes are
 solved in chunks (``lax.map`` of a ``vmap``), so a batch of problems runs as one XLA loop.
 
-Host path (``method="host"``, the default on CPU): the same problems solved by compiled code
-on the host through one ``jax.pure_callback`` per chunk of a batch, so it runs under ``jit`` and
-``vmap`` on any backend. With Numba installed, otkit's own solver (:mod:`otkit.solvers._auction`:
-an ``ε``-scaling auction, then exact shortest augmenting paths); otherwise, and for problems with
+Host path (``method="host"``, the default on CPU): the same problems solved by compiled code on the
+host through one ``jax.pure_callback`` per chunk of a batch, so it runs under ``jit`` and ``vmap``
+on any backend. With Numba installed, otkit's own solver (:mod:`otkit.solvers._auction`: an
+``ε``-scaling auction, then exact shortest augmenting paths); otherwise, and for problems with
 ``+inf`` or NaN entries, SciPy's ``linear_sum_assignment`` (Crouse's shortest augmenting path
-method, exact, in C++). On CPU the in-graph search pays a handful of small XLA kernels for each
-of its hundreds of sequential steps per problem (and a batch runs as many steps as its slowest
+method, exact, in C++). On CPU the in-graph search pays a handful of small XLA kernels for each of
+its hundreds of sequential steps per problem (and a batch runs as many steps as its slowest
 problem); the compiled loops do the same work several times faster (``benchmarks/minibatch.py``).
-The host receives each problem reduced by the warm start and its c-transform
-(``C_ij − init_i − g_j`` with ``g_j = min_i (C_ij − init_i)``, in float64: the optimal
-permutations are unchanged, and good potentials shorten the host's searches as they shorten
-ours) and returns only the permutation; for ``‖x_i − y_j‖²`` it can receive the points instead
-and make the costs itself (:func:`solve_host_points`). The dual potentials are then recovered in JAX by Bellman–Ford sweeps on the optimal matching
-(``g_j ≤ g_σ(i) + C_ij − C_iσ(i)``, from the warm start's ``g``; each sweep one ``(n, n)``
-min-plus product, typically 10–30 of them), so both paths return the same fields.
+The host receives each problem reduced by the warm start and its c-transform (``C_ij − init_i −
+g_j`` with ``g_j = min_i (C_ij − init_i)``, in float64: the optimal permutations are unchanged, and
+good potentials shorten the host's searches as they shorten ours) and returns only the permutation;
+for ``‖x_i − y_j‖²`` it can receive the points instead and make the costs itself
+(:func:`solve_host_points`). The dual potentials are then recovered in JAX by Bellman–Ford sweeps on
+the optimal matching (``g_j ≤ g_σ(i) + C_ij − C_iσ(i)``, from the warm start's ``g``; each sweep one
+``(n, n)`` min-plus product, typically 10–30 of them), so both paths return the same fields.
 
 Warm start: any row potentials ``init`` are made feasible by c-transforms
 (``g = min_i (C_ij − init_i)``, ``f = min_j (C_ij − g_j)``, ``g = min_i (C_ij − f_i)``) and

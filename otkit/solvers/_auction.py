@@ -1,7 +1,8 @@
 """Exact assignment on the host: an ε-scaling auction, then shortest augmenting paths.
 
 The host path of :func:`otkit.assignment` receives each problem reduced by its warm start,
-``R = C − f ⊕ g ≥ 0`` with a zero in every column. SciPy's solver runs one shortest augmenting
+``R = C − f ⊕ g ≥ 0`` with a zero in every column (or, for ``‖x − y‖²``, the points and ``f``, from
+which :func:`solve_points` makes the same matrix). SciPy's solver runs one shortest augmenting
 path search per row from there; when the warm start is only roughly right (the Gaussian fit of
 two multimodal batches), many of those searches cross most of the matrix. This module first
 moves the column prices with a forward auction (Bertsekas): each free row bids for its best
@@ -13,8 +14,9 @@ augmenting paths (Dijkstra on the reduced costs), which is exact whatever the pr
 is an optimal permutation, not an ``ε``-optimal one. Problems that do not leave the auction in a
 few dozen bids per row (many ties, for example) go to the exact phase as they stand.
 
-Compiled with Numba when it is installed (``pip install numba``); :func:`available` says whether
-it is. The functions release the GIL, so the host pool's threads solve problems side by side.
+Compiled with Numba when it is installed (``pip install "otkit[fast]"``); :func:`available` says
+whether it is. The functions release the GIL, so the host pool's threads solve problems side by
+side.
 
 References:
   Bertsekas, "The auction algorithm: a distributed relaxation method for the assignment

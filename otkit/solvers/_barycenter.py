@@ -23,14 +23,15 @@ steps per sweep.
 Small ε are reached along the ε-annealing schedule of :func:`otkit.solve` (the solver object's
 ``anneal`` and ``anneal_decay``), which the sweeps follow from the largest cost down to ε.
 Each sweep is two row reductions per measure through :mod:`otkit.geometry._reductions`, so a
-point-cloud support is never stored as an ``n × n`` matrix. In float64, when the measures share
-one support and its kernel ``exp(−C/ε)`` fits the memory budget (:func:`otkit.set_memory_budget`),
-the reductions of all ``k`` measures are instead two matrix products with the stored kernel
+point-cloud support is never stored as an ``n × n`` matrix. In float64, when the measures share one
+support and its kernel ``exp(−C/ε)`` fits the memory budget (:func:`otkit.set_memory_budget`), the
+reductions of all ``k`` measures are instead two matrix products with the stored kernel
 (:mod:`otkit.solvers._kernel`; about ten times faster on CPU at n = 1000), and a sweep whose
-products underflow (small ε) is done in the log domain, as are the sweeps after it. The sweep ``T`` maps the state
-``(F, c)`` to the next one and contracts; derivatives are taken at its fixed point by the
-implicit function theorem, solving the adjoint fixed-point equation
-``w = w̄ + (∂T/∂state)ᵀ w`` by the same iteration (``jax.custom_vjp``).
+products underflow (small ε) is done in the log domain, as are the sweeps after it.
+
+The sweep ``T`` maps the state ``(F, c)`` to the next one and contracts; derivatives are taken at
+its fixed point by the implicit function theorem, solving the adjoint fixed-point equation
+``w = w̄ + (∂T/∂state)ᵀ w`` by the same iteration (``jax.custom_vjp``, in the log domain).
 
 References:
   Benamou, Carlier, Cuturi, Nenna, Peyré, "Iterative Bregman projections for regularized
