@@ -302,10 +302,11 @@ def _solve_rows(costs: np.ndarray, fs: np.ndarray, gs: np.ndarray, perms: np.nda
 
 
 def _host_permutations(cost: np.ndarray, f: np.ndarray, g: np.ndarray):
-  """SciPy's ``linear_sum_assignment`` on each ``C − f − g`` (float64) of a batch ``(..., n, n)``;
-  returns the permutations ``(..., n)`` int32 and whether each problem was solved ``(...)``.
+  """The host's exact solver (:mod:`otkit.solvers._auction`, or SciPy's
+  ``linear_sum_assignment``) on each ``C − f − g`` (float64) of a batch ``(..., n, n)``; returns
+  the permutations ``(..., n)`` int32 and whether each problem was solved ``(...)``.
 
-  SciPy releases the GIL while it solves, so a large batch is split between the threads of the
+  Both release the GIL while they solve, so a large batch is split between the threads of the
   shared host pool (:func:`otkit._host.for_row_blocks`).
   """
   cost = np.asarray(cost)
@@ -411,7 +412,7 @@ def dual_potentials(cost: Array, perm: Array, g: Array) -> tuple[Array, Array, A
 
 
 def solve_host(cost: Array, init: Array, *, duals: bool = True) -> AssignmentOutput:
-  """The exact assignment of one ``(n, n)`` problem by SciPy on the host (batch with ``vmap``).
+  """The exact assignment of one ``(n, n)`` problem on the host (batch with ``vmap``).
 
   ``duals=False`` skips the dual recovery and the certificate (for callers that only need the
   permutation and the cost): ``f, g`` are then the warm start's potentials, ``gap`` is ``+inf``

@@ -84,9 +84,14 @@ def solve(cost: np.ndarray, f: np.ndarray, g: np.ndarray) -> np.ndarray | None:
   """
   n = cost.shape[0]
   reduced = np.empty((n, n))
-  spread = _compiled().reduce(np.ascontiguousarray(cost), np.asarray(f, np.float64),
+  spread = _compiled().reduce(_compiled_dtype(cost), np.asarray(f, np.float64),
                               np.asarray(g, np.float64), reduced)
   return _finish(reduced, spread)
+
+
+def _compiled_dtype(a: np.ndarray) -> np.ndarray:
+  """``a`` contiguous, in float32 or float64 (half precisions are widened)."""
+  return np.ascontiguousarray(a, a.dtype if a.dtype in (np.float32, np.float64) else np.float64)
 
 
 def solve_points(x: np.ndarray, y: np.ndarray, f: np.ndarray):
@@ -103,13 +108,14 @@ def solve_points(x: np.ndarray, y: np.ndarray, f: np.ndarray):
     >>> perm.tolist(), g.tolist()
     ([2, 1, 0], [0.0, 0.0, 0.0])
   """
-  f = np.asarray(f, np.float64)
-  if not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(f).all()):
+  x, y, f = _compiled_dtype(x), _compiled_dtype(y), np.asarray(f, np.float64)
+  # Finite costs (the kernel assumes them): coordinates and potentials far from overflow.
+  bounded = lambda a: a.size == 0 or float(np.max(np.abs(a))) < 1e150  # noqa: E731
+  if not (bounded(x) and bounded(y) and bounded(f)):  # NaN fails the comparison too
     return None
   n = x.shape[0]
   shifted, g = np.empty((n, n)), np.empty(n)
-  spread = _compiled().reduce_points(np.ascontiguousarray(x), np.ascontiguousarray(y), f,
-                                     shifted, g)
+  spread = _compiled().reduce_points(x, y, f, shifted, g)
   perm = _finish(shifted, spread, g.copy())
   return None if perm is None else (perm, g)
 
@@ -117,8 +123,9 @@ def solve_points(x: np.ndarray, y: np.ndarray, f: np.ndarray):
 def _finish(cost: np.ndarray, spread: float, v: np.ndarray | None = None) -> np.ndarray | None:
   """The auction and the exact phase on ``cost`` from column potentials ``v`` (default 0) with
   which every column has a zero reduced cost, the reduced costs' mean exceeding their smallest by
-  ``spread`` (the scale of the first ``ε``); ``None`` if ``spread`` is not finite."""
-  if not np.isfinite(spread):
+  ``spread`` (the scale of the first ``ε``); ``None`` if ``spread`` is not finite with room to
+  spare (costs near the float64 range go to SciPy)."""
+  if not np.isfinite(spread * 4 * cost.shape[0]):
     return None
   kernels = _compiled()
   n = cost.shape[0]

@@ -52,6 +52,7 @@ import numpy as np
 
 from otkit import _validation as V
 from otkit.geometry import PointCloud
+from otkit.geometry import _geometry as G
 from otkit.geometry import _reductions as R
 from otkit.solvers import _dual, _kernel, _sinkhorn
 from otkit.solvers._dual import safe_log
@@ -226,7 +227,9 @@ def _iterate(config: Config, p: Params, controls, init: State):
     return jax.lax.while_loop(cond, body_with(None), carry)[:4]
   annealing = lambda carry: cond(carry) & ~schedule.at_target(carry[2])
   carry = jax.lax.while_loop(annealing, body_with(lambda eps: _kernel.build(p.geom, eps)), carry)
-  kernel = _kernel.build(p.geom, p.epsilon)
+  # Built after the annealing loop (not hoisted before it), so one kernel lives at a time.
+  carry, geom = jax.lax.optimization_barrier((carry, p.geom))
+  kernel = _kernel.build(geom, p.epsilon)
   return jax.lax.while_loop(cond, body_with(lambda eps: kernel), carry)[:4]
 
 
@@ -286,7 +289,7 @@ def _output(config: Config, p: Params, state: State, error: Array, n_iters: Arra
                      p.geom, state.F)
     return log_a, state.F - eps * log_a, g, trusted
 
-  if config.kernel:
+  if config.kernel:  # kernel values that are not trusted have finite, zero derivatives
     *kernel_fields, trusted = fields(_kernel.build(p.geom, eps))
     log_a, f, g = jax.lax.cond(trusted, lambda: tuple(kernel_fields), lambda: fields(None)[:3])
   else:
@@ -461,8 +464,11 @@ def barycenter(geoms_or_support, weights_list, *, lambdas=None, epsilon, debiase
                      "Bregman projections (its tol and max_iters apply).")
   # One support shared by all measures, in float64 (whose range holds the kernel at the usual ε),
   # with room for the kernel: the sweeps are matrix products (see _iterate).
-  kernel = (not stacked and dtype == jnp.float64 and getattr(geom, "mesh", None) is None
-            and _kernel.fits(geom))
+  # Not under vmap: there the loops' conditionals become selects, which would run both kinds of
+  # sweep and build a kernel per problem.
+  batched = G.batch_size(weights_list, epsilon, lambdas, *jax.tree.leaves(geom)) > 1
+  kernel = (not stacked and not batched and dtype == jnp.float64
+            and getattr(geom, "mesh", None) is None and _kernel.fits(geom))
   config = Config(stacked=stacked, debiased=debiased, max_iters=solver.max_iters, kernel=kernel)
   init = State(jnp.zeros((b.shape[0], n), dtype), jnp.zeros((n,), dtype))
   return solve_barycenter(Params(geom, b.astype(dtype), lam, eps), solver.tol_for(dtype), init,

@@ -48,22 +48,36 @@ def build(geom, epsilon: Array) -> Kernel:
 
 
 def fits(geom) -> bool:
-  """Whether a float64 kernel of ``geom`` fits the memory budget twice (the kernel and the
-  costs it is made from): static, from the shape and the budget."""
+  """Whether a float64 kernel of ``geom`` fits the memory budget twice (the kernel, and the
+  costs it is made from while it is built; one kernel lives at a time), for every problem of its
+  ``vmap_size``; never for a geometry blocked by the caller (``chunk_size``), which asks to stay
+  online. Static, from the shape and the budget."""
   from otkit.geometry import _budget
 
+  if getattr(geom, "chunk_size", None) is not None:
+    return False
   n, m = geom.shape
   budget = getattr(geom, "memory_budget", None)
   budget = _budget.memory_budget() if budget is None else budget
-  return 2 * n * m * 8 <= budget
+  return 2 * n * m * 8 * getattr(geom, "vmap_size", 1) <= budget
 
 
 def _lse(kernel: Kernel, h: Array, matrix: Array) -> tuple[Array, Array]:
   """``log Σ exp(h_k·) e^{−(C − shift)/ε}`` by one product ``exp(h − max h) @ matrix``; returns the
-  values ``(k, ·)`` and the log of the raw product (for the trust check)."""
+  values ``(k, ·)`` and the log of the raw product (for the trust check; ``-inf`` where ``h`` has
+  ``+inf`` or NaN entries, which only an untrusted earlier product makes).
+
+  Every operation is kept finite in value and derivative, whatever ``h``: an untrusted result is
+  discarded by the caller (a ``cond``, or a select under ``vmap``), and its derivative, zero,
+  must not be ``0 · inf``."""
+  valid = jnp.isfinite(h) | (h == -jnp.inf)
+  h = jnp.where(valid, h, -jnp.inf)
   top = jnp.max(h, axis=1, keepdims=True)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
   product = jnp.matmul(jnp.exp(h - top), matrix, precision=jax.lax.Precision.HIGHEST)
-  raw = jnp.log(product)
+  positive = product > 0.0
+  raw = jnp.where(positive, jnp.log(jnp.where(positive, product, 1.0)), -jnp.inf)
+  raw = jnp.where(jnp.all(valid, axis=1, keepdims=True), raw, -jnp.inf)
   return raw + top - kernel.shift / kernel.epsilon, raw
 
 

@@ -80,6 +80,20 @@ def test_point_entry_makes_the_costs_and_the_column_potentials(rng):
   np.testing.assert_allclose(g, np.min(cost - f[:, None], axis=0), rtol=1e-12, atol=1e-12)
 
 
+def test_half_precision_is_widened(rng):
+  import ml_dtypes
+
+  cost = rng.normal(size=(9, 9)) ** 2
+  for dtype in (np.float16, ml_dtypes.bfloat16):
+    low = cost.astype(dtype)
+    wide = low.astype(np.float64)
+    perm, _ = _solve(low)
+    np.testing.assert_allclose(wide[np.arange(9), perm].sum(), _optimum(wide), rtol=1e-12)
+    perm, _ = _auction.solve_points(low[:, :2], low[:, 2:4], np.zeros(9))
+    points = np.sum((low[:, None, :2].astype(np.float64) - low[None, :, 2:4]) ** 2, axis=-1)
+    np.testing.assert_allclose(points[np.arange(9), perm].sum(), _optimum(points), rtol=1e-12)
+
+
 def test_non_finite_entries_are_left_to_scipy():
   cost = np.ones((3, 3))
   for bad in (np.nan, np.inf, -np.inf):
@@ -88,6 +102,9 @@ def test_non_finite_entries_are_left_to_scipy():
   x = np.zeros((3, 2))
   x[0, 0] = np.nan
   assert _auction.solve_points(x, np.ones((3, 2)), np.zeros(3)) is None
+  x[0, 0] = 1e200  # finite, but its squared distances overflow
+  assert _auction.solve_points(x, np.ones((3, 2)), np.zeros(3)) is None
+  assert _auction.solve(np.array([[1e308, -1e308], [0.0, 1.0]]), np.zeros(2), np.zeros(2)) is None
 
 
 @jax.jit

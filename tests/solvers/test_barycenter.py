@@ -102,6 +102,35 @@ def test_kernel_sweeps_equal_the_log_domain(monkeypatch, epsilon, debiased):
   np.testing.assert_allclose(fast.value, slow.value, rtol=1e-10)
 
 
+def test_kernel_fallback_keeps_gradients_finite_and_equal(monkeypatch):
+  """At ε = 2e-5 the kernel's products underflow: its rejected values must not leak NaN into the
+  derivatives, which equal those of the log domain alone."""
+  from otkit.solvers import _kernel
+
+  def value(hists):
+    return otkit.barycenter(GRID, hists, lambdas=LAMBDAS, epsilon=2e-5,
+                            solver=otkit.Sinkhorn(tol=1e-8, max_iters=50)).value
+
+  grad = lambda: jax.grad(lambda h: value(h))(jnp.asarray(HISTS))  # a new trace each call
+  with_kernel = grad()
+  monkeypatch.setattr(_kernel, "fits", lambda geom: False)
+  alone = grad()
+  assert np.all(np.isfinite(with_kernel))
+  np.testing.assert_allclose(with_kernel, alone, rtol=1e-9, atol=1e-12 * np.abs(alone).max())
+
+
+def test_kernel_path_is_left_under_vmap_and_for_blocked_supports():
+  from otkit.solvers import _kernel
+
+  products = lambda fn: str(jax.make_jaxpr(fn)(jnp.asarray(HISTS))).count("dot_general")
+  one = lambda h: otkit.barycenter(GRID, h, lambdas=LAMBDAS, epsilon=0.01).weights
+  batched = lambda h: jax.vmap(one)(jnp.stack([h, h]))
+  blocked = lambda h: otkit.barycenter(GRID, h, lambdas=LAMBDAS, epsilon=0.01,
+                                       chunk_size=8).weights
+  assert _kernel.fits(otkit.PointCloud(GRID, GRID))
+  assert products(batched) < products(one) and products(blocked) < products(one)
+
+
 def test_gradients_match_finite_differences():
   """In the histograms, λ, the support points and ε (one compiled gradient)."""
   w = np.random.default_rng(0).normal(size=N)
