@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from otkit.geometry import _budget
 from otkit.geometry import _geometry as G
 
 Array = jax.Array
@@ -52,8 +53,6 @@ def fits(geom) -> bool:
   costs it is made from while it is built; one kernel lives at a time), for every problem of its
   ``vmap_size``; never for a geometry blocked by the caller (``chunk_size``), which asks to stay
   online. Static, from the shape and the budget."""
-  from otkit.geometry import _budget
-
   if getattr(geom, "chunk_size", None) is not None:
     return False
   n, m = geom.shape
