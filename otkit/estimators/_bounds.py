@@ -232,7 +232,7 @@ def minibatch_bounds(key, x, y, a=None, b=None, *, batch_size, budget=None, part
       :class:`otkit.PointCloud`).
     exact_method: static; how the exact assignments run (the inner solves of ``inner="exact"``
       and the coupling of batches), as ``method`` of :func:`otkit.assignment`: ``"auto"``
-      (default: SciPy on the host on CPU), ``"host"`` or ``"jax"``.
+      (default: the host's solver on CPU), ``"host"`` or ``"jax"``.
     mesh: a ``jax.sharding.Mesh`` (static) to divide the batch-pair solves among its devices
       (exact pairs in-graph, ``"jax"``); ``None`` (default): one device. The bounds are the same.
 
