@@ -93,13 +93,20 @@ def available_memory(backend: str) -> int:
     return 0
 
 
+def budget_for(geom) -> int:
+  """The budget in bytes that governs ``geom``: its own ``memory_budget`` if it has one set,
+  else the global one (:func:`memory_budget`)."""
+  own = getattr(geom, "memory_budget", None)
+  return memory_budget() if own is None else own
+
+
 def storage(geom) -> Storage:
   """The storage decision for ``geom``, a point geometry (``shape``, ``dtype``, ``chunk_size``,
   ``vmap_size``, ``memory_budget``, ``mesh`` and ``prefers_dense``: whether its entries cost more
   to evaluate than to read)."""
   n, m = geom.shape
   nbytes = 2 * n * m * jnp.dtype(geom.dtype).itemsize * geom.vmap_size
-  budget = memory_budget() if geom.memory_budget is None else geom.memory_budget
+  budget = budget_for(geom)
   stored = (geom.chunk_size is None and geom.mesh is None and geom.prefers_dense
             and nbytes <= budget)
   return Storage(bool(stored), int(nbytes), int(budget))

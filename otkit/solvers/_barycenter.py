@@ -290,6 +290,8 @@ def _output(config: Config, p: Params, state: State, error: Array, n_iters: Arra
     return log_a, state.F - eps * log_a, g, trusted
 
   if config.kernel:  # kernel values that are not trusted have finite, zero derivatives
+    # Built again here rather than taken from the loop: the fixed point's custom derivative does
+    # not carry the kernel's dependence on the support and ε, which these fields need.
     *kernel_fields, trusted = fields(_kernel.build(p.geom, eps))
     log_a, f, g = jax.lax.cond(trusted, lambda: tuple(kernel_fields), lambda: fields(None)[:3])
   else:

@@ -56,9 +56,7 @@ def fits(geom) -> bool:
   if getattr(geom, "chunk_size", None) is not None:
     return False
   n, m = geom.shape
-  budget = getattr(geom, "memory_budget", None)
-  budget = _budget.memory_budget() if budget is None else budget
-  return 2 * n * m * 8 * getattr(geom, "vmap_size", 1) <= budget
+  return 2 * n * m * 8 * getattr(geom, "vmap_size", 1) <= _budget.budget_for(geom)
 
 
 def _lse(kernel: Kernel, h: Array, matrix: Array) -> tuple[Array, Array]:
